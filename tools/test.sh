@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# `make test`: the notebooks are the source (export, clean and README are no-ops), their asserts pass,
+# the docs site builds, and the pytest suites pass.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=.venv/bin
+export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+
+snapshot() { git ls-files -co --exclude-standard -- nbs qlora_rag README.md | sort | xargs sha1sum; }
+
+echo "== nbdev_export, nbdev_clean and the README must change nothing"
+before=$(snapshot)
+$BIN/nbdev_export
+$BIN/nbdev_clean
+$BIN/python tools/readme.py
+after=$(snapshot)
+if [ "$before" != "$after" ]; then
+  echo "FAIL: out of sync; run 'nbdev_export && nbdev_clean && make readme' and commit:"
+  diff <(echo "$before") <(echo "$after") | sed -n 's/^> [0-9a-f]*  /  /p'
+  exit 1
+fi
+
+echo "== notebooks (nbdev_test)"
+n=$(ls nbs/*.ipynb | wc -l)
+if $BIN/nbdev_test --n_workers 2 --timing; then echo "nbdev_test: $n passed, 0 failed"
+else echo "nbdev_test: notebooks failed (see above)"; exit 1; fi
+
+echo "== docs site"
+bash tools/docs.sh
+
+if compgen -G "tests/test_*.py" >/dev/null; then
+  echo "== pytest"
+  $BIN/pytest -q tests
+fi
