@@ -41,4 +41,5 @@ lab: install
 outputs: install
 	cd nbs && for nb in *.ipynb; do ../$(BIN)/jupyter nbconvert --to notebook --execute --inplace "$$nb" || exit 1; done
 	$(BIN)/nbdev_clean
+	$(BIN)/nbdev_export
 	$(PY) tools/readme.py
