@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Render the docs site into _docs/: nbdev_docs where Quarto is installed, else nbdev's notebook processing + smalldocs.
+# Render the docs site into _docs/: nbdev_docs where Quarto is installed, else nbdev's notebook processing (tools/proc_nbs.py) + smalldocs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
@@ -7,7 +7,7 @@ rm -rf _docs _proc
 if command -v quarto >/dev/null; then
   $BIN/nbdev_docs
 else
-  $BIN/nbdev_proc_nbs
+  $BIN/python tools/proc_nbs.py
   cp nbs/styles.css _proc/ 2>/dev/null || true
   $BIN/smalldocs render --quiet _proc
   [ -d _proc/_docs ] && mv _proc/_docs _docs
