@@ -8,7 +8,7 @@ STAMP := $(VENV)/.qlora_rag-installed
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo test docs lab readme outputs
+.PHONY: install demo test docs lab readme outputs bench-train
 
 $(STAMP): settings.ini setup.py constraints.txt
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -43,3 +43,7 @@ outputs: install
 	$(BIN)/nbdev_clean
 	$(BIN)/nbdev_export
 	$(PY) tools/readme.py
+
+# GPU throughput benchmark (needs CUDA, bitsandbytes, trl, liger-kernel): see nbs/04_train.ipynb for results.
+bench-train: install
+	$(PY) bench/bench_train.py --json bench/results/bench_train.json

@@ -19,6 +19,7 @@ VARIANTS = {
     'c': ("qlora_rag default (train.sft_args + speedups)", None, {}),
     'c-gc': ("(c) without gradient checkpointing", dict(gradient_checkpointing=False), {}),
     'c+bs16': ("(c) with 16 rows per step", None, dict(batch=16)),
+    'c-gc/4': ("(c) no checkpointing, 4 rows per step", dict(gradient_checkpointing=False), dict(batch=4)),
     # exploration: one change at a time on top of (b)
     'b+liger': ('(b) + Liger RMSNorm/SwiGLU/RoPE kernels', PACK, dict(liger=True)),
     'b+nodrop': ('(b) + LoRA dropout 0', PACK, dict(dropout=0.0)),

@@ -11,7 +11,7 @@ shutil.rmtree(model_dir, ignore_errors=True); shutil.rmtree(run, ignore_errors=T
 shutil.copytree(src, model_dir)
 torch.manual_seed(0)
 AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_dir)).save_pretrained(model_dir)
-cmd = [sys.executable, '-m', 'qlora_rag.cli', 'train', '--model', str(model_dir), '--output', str(run), '--max-steps', '30', '--max-examples', '600']
+cmd = [sys.executable, '-m', 'qlora_rag.cli', 'train', '--model', str(model_dir), '--output', str(run), '--max-steps', '12', '--max-examples', '300']
 print('$', ' '.join(cmd), flush=True)
 subprocess.run(cmd, check=True)
 report = json.loads((run/'report.json').read_text())
