@@ -8,7 +8,7 @@ STAMP := $(VENV)/.qlora_rag-installed
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo test docs lab readme outputs bench-train
+.PHONY: install demo test docs lab readme outputs bench-train bench-store
 
 $(STAMP): settings.ini setup.py constraints.txt
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -39,7 +39,7 @@ lab: install
 
 # Re-execute every notebook in place so the outputs shown in the docs are current.
 outputs: install
-	cd nbs && for nb in *.ipynb; do ../$(BIN)/jupyter nbconvert --to notebook --execute --inplace "$$nb" || exit 1; done
+	for nb in nbs/*.ipynb; do $(PY) tools/run_nbs.py "$$nb" || exit 1; done
 	$(BIN)/nbdev_clean
 	$(BIN)/nbdev_export
 	$(PY) tools/readme.py
@@ -47,3 +47,7 @@ outputs: install
 # GPU throughput benchmark (needs CUDA, bitsandbytes, trl, liger-kernel): see nbs/04_train.ipynb for results.
 bench-train: install
 	$(PY) bench/bench_train.py --json bench/results/bench_train.json
+
+# Store benchmark on this machine (starts the embedded PostgreSQL): see nbs/05_store.ipynb for results.
+bench-store: install
+	$(PY) bench/bench_store.py

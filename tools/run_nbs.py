@@ -1,0 +1,21 @@
+"Execute notebooks in place, as nbdev_test does (flagged cells such as `#| gpu` and `#| slow` are skipped), and keep the outputs for the docs."
+import os, sys
+from pathlib import Path
+from execnb.nbio import read_nb, write_nb
+from execnb.shell import CaptureShell
+from nbdev.config import get_config
+from nbdev.process import extract_directives
+
+flags = set(get_config().tst_flags.split())
+
+def skip(cell):
+    "Skip markdown, flagged cells and `eval: false` cells, like nbdev_test."
+    if cell.cell_type != 'code': return True
+    direc = extract_directives(cell, remove=False) or {}
+    return bool(flags & direc.keys()) or direc.get('eval:', [''])[0].lower() == 'false'
+
+for fn in map(Path, sys.argv[1:]):
+    nb = read_nb(fn)
+    os.chdir(fn.parent.resolve())
+    CaptureShell(path=fn.parent).run_all(nb, exc_stop=True, preproc=skip)
+    write_nb(nb, fn.name); print('executed', fn)
