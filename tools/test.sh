@@ -22,7 +22,9 @@ fi
 
 echo "== PostgreSQL + pgvector (embedded, fresh data folder, Unix socket only)"
 export QLORA_RAG_HOME=$(mktemp -d)
-export QLORA_RAG_DATABASE_URL=$($BIN/python -c 'from qlora_rag.store import start_embedded; print(start_embedded())' 2>/dev/null)
+chmod 755 "$QLORA_RAG_HOME"  # as root the server runs as an unprivileged user, which must reach its data folder
+export QLORA_RAG_DATABASE_URL=$($BIN/python -W ignore -c 'from qlora_rag.store import start_embedded; print(start_embedded())')
+[ -n "$QLORA_RAG_DATABASE_URL" ] || { echo "FAIL: the embedded PostgreSQL did not start"; exit 1; }
 trap '$BIN/python -c "from qlora_rag.store import stop_embedded; stop_embedded()" 2>/dev/null; rm -rf "$QLORA_RAG_HOME"' EXIT
 echo "started: $QLORA_RAG_DATABASE_URL"
 
