@@ -80,8 +80,10 @@ def convert_gguf(gguf: Path, # The `.gguf` file
     model.config.quantization_config = None
     model.save_pretrained(tmp)
     AutoTokenizer.from_pretrained(gguf.parent, **kw).save_pretrained(tmp)
-    if dest.exists(): shutil.rmtree(tmp)  # another process finished first
-    else: tmp.replace(dest)
+    try: tmp.replace(dest)
+    except OSError:  # another process finished the same conversion first
+        if not (dest/'config.json').exists(): raise
+        shutil.rmtree(tmp)
     return dest
 
 def default_model_dir() -> Path:
