@@ -4,6 +4,7 @@ from nbdev.doclinks import _build_modidx
 from nbdev.quarto import refresh_quarto_yml
 from nbdev.serve import proc_nbs
 
-refresh_quarto_yml()
-_build_modidx()
-print('processed notebooks into', proc_nbs(get_config().nbs_path, n_workers=2))
+if __name__ == '__main__':  # proc_nbs uses worker processes, which re-import this file
+    refresh_quarto_yml()
+    _build_modidx()
+    print('processed notebooks into', proc_nbs(get_config().nbs_path, n_workers=2))
