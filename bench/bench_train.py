@@ -6,7 +6,7 @@ layers, sequences of lognormal length (mean ~250 tokens, tail to 1024) split int
 Each variant runs in a fresh process; we time `--steps` optimizer steps after `--warmup` steps and count
 real (non-pad) tokens. Prints one table with tokens/s, peak GPU memory and the ratios (c)/(a), (c)/(b).
 """
-import argparse, dataclasses, json, math, os, subprocess, sys, time
+import argparse, dataclasses, json, math, subprocess, sys, time
 from pathlib import Path
 
 SHAPE = dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=24, num_attention_heads=32, num_key_value_heads=32,
@@ -59,7 +59,7 @@ def make_data(n: int, seed: int=0, mean: int=250, max_len: int=1024):
 def run_variant(name: str, model_dir: str, steps: int, warmup: int, batch: int, out: str, profile: bool):
     import torch
     from transformers import TrainerCallback
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTTrainer
     from qlora_rag.core import Config, ModelConfig
     from qlora_rag.model import load_base_model, add_lora, load_tokenizer
     from qlora_rag import train as qtrain

@@ -6,7 +6,7 @@
 from __future__ import annotations
 import argparse, sys
 from pathlib import Path
-from .core import QloraRagError, Config, resolve_model
+from .core import QloraRagError, Config
 
 # %% auto #0
 __all__ = ['load_config', 'cmd_data', 'cmd_train', 'cmd_merge', 'cmd_db', 'cmd_ingest', 'cmd_search', 'cmd_demo', 'build_parser',

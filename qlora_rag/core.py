@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #3532505e
 from __future__ import annotations
-import os, dataclasses, importlib.util, json, shutil, tomllib
+import os, importlib.util, json, shutil, tomllib
 from dataclasses import dataclass, field, fields, asdict
 from pathlib import Path
 

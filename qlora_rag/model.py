@@ -6,7 +6,7 @@
 from __future__ import annotations
 import json, os, shutil
 from pathlib import Path
-from .core import (QloraRagError, ModelConfig, LoraParams, resolve_model, pick_device, compute_dtype, AssetError)
+from .core import (QloraRagError, ModelConfig, LoraParams, resolve_model, pick_device, compute_dtype)
 
 # %% auto #0
 __all__ = ['CHATML_TEMPLATE', 'ModelError', 'load_tokenizer', 'quantization_config', 'load_base_model', 'linear_module_names',
@@ -92,7 +92,6 @@ def add_lora(model, # Base model from `load_base_model`
 
 def float32_adapters(model):
     "Cast trainable (adapter) weights to float32 in place; returns `model`."
-    import torch
     for p in model.parameters():
         if p.requires_grad: p.data = p.data.float()
     return model

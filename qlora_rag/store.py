@@ -4,10 +4,8 @@
 
 # %% ../nbs/05_store.ipynb #517b0f98
 from __future__ import annotations
-import hashlib, json, os, re, time, weakref
-from dataclasses import dataclass, field
+import json, os, re, weakref
 from pathlib import Path
-from typing import Any, Iterable
 from .core import QloraRagError
 
 # %% auto #0
