@@ -18,6 +18,9 @@ VARIANTS = {
     'b': ('TRL packing (bfd) + gradient checkpointing', PACK, {}),
     'c': ("qlora_rag default (train.sft_args + speedups)", None, {}),
     'c-gc': ("(c) without gradient checkpointing", dict(gradient_checkpointing=False), {}),
+    'c/2': ("(c) checkpointing every 2nd layer (train.checkpoint_every=2)", None, dict(every=2)),
+    'c/3': ("(c) checkpointing every 3rd layer (train.checkpoint_every=3)", None, dict(every=3)),
+    'c/4': ("(c) checkpointing every 4th layer (train.checkpoint_every=4)", None, dict(every=4)),
     'c+bs16': ("(c) with 16 rows per step", None, dict(batch=16)),
     'c-gc/4': ("(c) no checkpointing, 4 rows per step", dict(gradient_checkpointing=False), dict(batch=4)),
     # exploration: one change at a time on top of (b)
@@ -67,6 +70,7 @@ def run_variant(name: str, model_dir: str, steps: int, warmup: int, batch: int, 
     batch = opts.get('batch', batch)
     cfg = Config(); cfg.model = ModelConfig(name=model_dir); cfg.data.max_tokens = 1024
     if 'dropout' in opts: cfg.lora.dropout = opts['dropout']
+    if 'every' in opts: cfg.train.checkpoint_every = opts['every']
     cfg.model.attn = opts.get('attn', cfg.model.attn)
     cfg.train.batch_size, cfg.train.max_steps, cfg.train.output_dir = batch, warmup + steps, f'/tmp/bench-{name}'
     cfg.train.save_steps = cfg.train.eval_steps = 10**6; cfg.train.logging_steps = 10**6

@@ -185,6 +185,7 @@ class TrainConfig:
     warmup_ratio: float = 0.03  # Share of steps spent warming up
     packing: bool = True  # Pack examples into rows without padding; position ids keep them from attending to each other
     gradient_checkpointing: bool = True  # Recompute activations in the backward pass to save memory
+    checkpoint_every: int = 1  # Checkpoint only every n-th decoder layer: 1 saves the most memory, larger trades memory for speed
     optim: str = 'auto'  # 'auto', or any transformers optimizer name such as 'adamw_torch', 'paged_adamw_8bit'
     save_steps: int = 100  # Save a checkpoint every N steps
     save_total_limit: int = 2  # Checkpoints kept
@@ -195,7 +196,7 @@ class TrainConfig:
 
 # %% ../nbs/00_core.ipynb #0f1b2b86
 _RANGES = {'data.max_tokens': (1, None), 'data.max_examples': (0, None), 'data.eval_fraction': (0.0, 0.9), 'lora.r': (1, None), 'lora.alpha': (1, None),
-           'lora.dropout': (0.0, 0.9), 'train.epochs': (1e-3, None), 'train.batch_size': (1, None), 'train.grad_accum': (1, None),
+           'lora.dropout': (0.0, 0.9), 'train.epochs': (1e-3, None), 'train.batch_size': (1, None), 'train.grad_accum': (1, None), 'train.checkpoint_every': (1, None),
            'train.learning_rate': (1e-9, 1.0), 'train.warmup_ratio': (0.0, 0.5), 'train.save_steps': (1, None),
            'train.save_total_limit': (1, None), 'train.eval_steps': (1, None), 'train.logging_steps': (1, None)}
 _CHOICES = {'data.style': ('plain', 'chat'), 'model.quant': ('4bit', '8bit', 'none'), 'model.quant_type': ('nf4', 'fp4'),

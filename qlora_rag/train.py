@@ -50,7 +50,7 @@ def oom_hint():
     try: yield
     except torch.OutOfMemoryError:
         raise TrainError("out of memory: lower train.batch_size (raise train.grad_accum to keep the effective batch), "
-                         "keep train.gradient_checkpointing on, lower data.max_tokens, or use model.quant 4bit") from None
+                         "keep train.gradient_checkpointing on (train.checkpoint_every 1), lower data.max_tokens, or use model.quant 4bit") from None
 
 # %% ../nbs/04_train.ipynb #40ea8d36
 def sft_args(cfg: Config, # The full config; uses train and data.max_tokens
@@ -68,7 +68,7 @@ def sft_args(cfg: Config, # The full config; uses train and data.max_tokens
         per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=t.batch_size, gradient_accumulation_steps=t.grad_accum,
         learning_rate=t.learning_rate, lr_scheduler_type=t.scheduler, warmup_steps=t.warmup_ratio, optim=optim,
         packing=t.packing, packing_strategy='bfd', padding_free=t.packing, max_length=cfg.data.max_tokens,
-        gradient_checkpointing=t.gradient_checkpointing, gradient_checkpointing_kwargs={'use_reentrant': False},
+        gradient_checkpointing=t.gradient_checkpointing, gradient_checkpointing_kwargs={'use_reentrant': False, **({'every_n_layers': t.checkpoint_every} if t.checkpoint_every > 1 else {})},
         bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16,
         save_strategy='steps', save_steps=t.save_steps, save_total_limit=t.save_total_limit,
         eval_strategy='steps' if has_eval else 'no', eval_steps=t.eval_steps, logging_steps=t.logging_steps,
@@ -153,6 +153,7 @@ def train(cfg: Config, # Every setting; `cfg.train.output_dir` receives the run
     fast = speedups(trainer.model, cfg, device)
     resumed_from = int(ckpt.name.split('-')[-1]) if ckpt else 0
     with oom_hint(): trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
+    if not trainer.is_world_process_zero(): return {}  # under DDP (`accelerate launch`) only the first process writes the run
     tmp = out/'adapter.tmp'
     shutil.rmtree(tmp, ignore_errors=True)
     save_adapter(trainer.model, tmp, cfg.model.name); tok.save_pretrained(tmp)
