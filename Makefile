@@ -8,7 +8,7 @@ STAMP := $(VENV)/.qlora_rag-installed
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo test docs lab readme outputs bench-train bench-store
+.PHONY: install demo test docs lab readme outputs bench-train bench-store bench-rag
 
 $(STAMP): settings.ini setup.py constraints.txt
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -51,3 +51,7 @@ bench-train: install
 # Store benchmark on this machine (starts the embedded PostgreSQL): see nbs/05_store.ipynb for results.
 bench-store: install
 	$(PY) bench/bench_store.py
+
+# Batched vs one-at-a-time answers with the demo adapter (run `make demo` first): see nbs/07_rag.ipynb for results.
+bench-rag: install
+	$(PY) bench/bench_rag.py --json bench/results/bench_rag.json

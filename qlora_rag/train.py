@@ -21,8 +21,8 @@ class TrainError(QloraRagError):
 
 # %% ../nbs/04_train.ipynb #f47344a4
 def last_checkpoint(out: Path) -> Path|None:
-    "The newest `checkpoint-N` folder in `out`, if any."
-    ckpts = sorted(out.glob('checkpoint-*'), key=lambda p: int(p.name.split('-')[-1]) if p.name.split('-')[-1].isdigit() else -1)
+    "The newest complete `checkpoint-N` folder in `out`, if any (one killed while saving lacks `trainer_state.json`, written last)."
+    ckpts = sorted((p for p in out.glob('checkpoint-*') if (p/'trainer_state.json').exists()), key=lambda p: int(p.name.split('-')[-1]) if p.name.split('-')[-1].isdigit() else -1)
     return ckpts[-1] if ckpts else None
 
 def check_output_dir(out: Path, # Run folder

@@ -7,6 +7,11 @@ from nbdev.config import get_config
 from nbdev.process import extract_directives
 
 flags = set(get_config().tst_flags.split())
+# Outputs are documentation: keep library progress bars and deprecation notices out of them.
+os.environ.update(HF_HUB_DISABLE_PROGRESS_BARS='1', TRANSFORMERS_VERBOSITY='error', TQDM_DISABLE='1', PYTHONWARNINGS='ignore',
+                  XDG_RUNTIME_DIR=os.environ.get('XDG_RUNTIME_DIR', '/tmp'))
+import logging, warnings
+warnings.filterwarnings('ignore'); logging.getLogger('bitsandbytes').setLevel(logging.ERROR)
 
 def skip(cell):
     "Skip markdown, flagged cells and `eval: false` cells, like nbdev_test."
