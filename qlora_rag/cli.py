@@ -183,7 +183,7 @@ def cmd_chat(args) -> int:
 def cmd_eval(args) -> int:
     "Score retrieval and answers on a QA file; with --compare, base vs fine-tuned × no RAG vs RAG."
     import json
-    from qlora_rag.evaluate import load_qa, evaluate, compare, comparison_table, EvalResult
+    from qlora_rag.evaluate import load_qa, evaluate, compare, comparison_table
     qa = load_qa(args.qa)
     if args.compare:
         chain = _chain(args, max_new_tokens=32)

@@ -8,7 +8,7 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from .core import QloraRagError, DataConfig, asset, hub_offline, resolve_model
+from .core import QloraRagError, DataConfig, asset, hub_offline
 
 # %% auto #0
 __all__ = ['SYSTEM_PROMPT', 'DataError', 'check_json_file', 'load_records', 'select_columns', 'DataReport', 'filter_records',

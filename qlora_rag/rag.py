@@ -13,7 +13,7 @@ from langchain_core.documents import Document
 from langchain_core.runnables import Runnable, RunnableConfig
 from .core import QloraRagError, Config, ModelConfig, pick_device
 from .data import build_prompt
-from .model import load_tokenizer, load_base_model, load_adapter, check_adapter_dir
+from .model import load_tokenizer, load_base_model, load_adapter
 
 # %% auto #0
 __all__ = ['RagError', 'default_adapter', 'adapter_settings', 'find_adapter', 'GenParams', 'Generator', 'fit_prompt', 'Answer',

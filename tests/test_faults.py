@@ -5,7 +5,7 @@ import json, os, random, re, signal, subprocess, sys, threading, time
 from pathlib import Path
 import pytest
 from hypothesis import given, settings, strategies as st, HealthCheck
-from qlora_rag.core import QloraRagError, Config, ConfigError
+from qlora_rag.core import Config, ConfigError
 from qlora_rag.ingest import PgVectorStore, ingest
 from qlora_rag.store import StoreError, connect, drop_collection, check_name, start_embedded, stop_embedded, embedded_status, SentenceEmbeddings
 
@@ -269,7 +269,6 @@ def test_password_never_printed(tmp_path, fault_log):
 
 def test_unusable_output_dir(tmp_path, monkeypatch, fault_log):
     blocker = tmp_path/'a_file'; blocker.write_text('x')
-    t0 = time.time()
     r = subprocess.run(CLI + ['train', '--output', str(blocker/'run')], capture_output=True, text=True)
     assert r.returncode == 2 and 'is not writable' in r.stderr and 'trainable params' not in r.stdout
     import shutil
