@@ -25,6 +25,16 @@ def contexts(qa, gen, gold: bool, k: int):
     chain = RagChain(gen, PgVectorStore('demo'), k=k)
     return [chain.retrieve(r['question']) for r in qa]
 
+def prefill_seconds(chain, qa, hits) -> float:
+    "Time of the prompts' forward passes alone, one at a time: what batching can't remove where compute is the limit."
+    import torch
+    prompts = [chain._prepare(r['question'], h)[0] for r, h in zip(qa, hits)]
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        for p in prompts: chain.gen.model(**chain.gen._encode([p]))
+    if torch.cuda.is_available(): torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
 def timed(chain, qa, hits):
     t0 = time.perf_counter()
     answers = chain.answer_many([r['question'] for r in qa], hits)
@@ -53,16 +63,19 @@ def main():
     timed(many, qa[:a.batch], hits[:a.batch])  # warm-up: kernels, caches
     ans1, t1 = timed(one, qa, hits)
     ansN, tN = timed(many, qa, hits)
+    tp = prefill_seconds(one, qa, hits)
     f1 = [score(qa, ans, hits, a.k, t).metrics['answer_f1'] for ans, t in ((ans1, t1), (ansN, tN))]
     same = sum(x.answer == y.answer for x, y in zip(ans1, ansN))
     res = dict(hardware=hardware(), device=str(gen.model.device), quantized=any(type(m).__name__ == 'Linear4bit' for m in gen.model.modules()), n=len(qa), batch=a.batch,
                one_at_a_time_answers_per_s=round(len(qa) / t1, 2), batched_answers_per_s=round(len(qa) / tN, 2),
                ratio=round(t1 / tN, 2), f1_one_at_a_time=f1[0], f1_batched=f1[1], identical_answers=same,
+               prefill_share_one_at_a_time=round(tp / t1, 3), batching_ceiling_if_decode_were_free=round(t1 / tp, 2),
                context='gold source document' if a.gold else f'top-{a.k} retrieved chunks')
     print(f"{res['hardware']} ({res['device']}, 4-bit base: {res['quantized']}); {len(qa)} questions, {res['context']}, greedy, <=32 new tokens")
     print(f"one at a time: {res['one_at_a_time_answers_per_s']:.2f} answers/s   batch {a.batch}: {res['batched_answers_per_s']:.2f} answers/s   "
           f"ratio {res['ratio']:.2f}x")
     print(f"answer F1 one at a time {f1[0]:.3f}, batched {f1[1]:.3f}; identical answers {same}/{len(qa)}")
+    print(f"prompt forward passes alone: {tp:.1f} s = {tp / t1:.0%} of one-at-a-time time -> batching can reach at most {t1 / tp:.2f}x")
     if a.json: Path(a.json).write_text(json.dumps(res, indent=2))
 
 if __name__ == '__main__': main()
