@@ -217,8 +217,9 @@ def cmd_demo(args) -> int:
     else:
         cmd_train(_namespace(_TRAIN_FLAGS, config=demo, resume=last_checkpoint(out) is not None or None))
     print('\n== ingest: the bundled corpus (an invented archipelago the training data never mentions) into collection "demo" ==')
-    print(ingest([asset('corpus')], 'demo'))
-    qa, store = load_qa(asset('demo_qa.jsonl')), PgVectorStore('demo')
+    store = PgVectorStore('demo')  # one embedding model for ingesting and asking
+    print(ingest([asset('corpus')], 'demo', embeddings=store.embeddings))
+    qa = load_qa(asset('demo_qa.jsonl'))
     gen = Generator.load(adapter_dir(out))
     print('\n== ask: questions answered from the corpus, with sources ==')
     for ans in RagChain(gen, store).batch([r['question'] for r in qa[:3]]): print(f'Q: {ans.question}\nA: {ans}\n')

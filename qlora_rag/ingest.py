@@ -154,17 +154,19 @@ class PgVectorStore(VectorStore):
         return [cands[i][0] for i in picked]
 
     def delete(self, ids: list[str]|None=None, **kwargs: Any) -> bool|None:
-        if collection_dim(self.conn, self.collection) is None: return True
-        delete_rows(self.conn, self.collection, ids=list(ids) if ids is not None else None, flt=kwargs.get('filter'))
+        def remove(conn):
+            if collection_dim(conn, self.collection) is not None:
+                delete_rows(conn, self.collection, ids=list(ids) if ids is not None else None, flt=kwargs.get('filter'))
+        self._retry(remove)
         return True
 
     def get_by_ids(self, ids, /) -> list[Document]:
         from psycopg import sql
-        if collection_dim(self.conn, self.collection) is None: return []
-        rows = self.conn.execute(sql.SQL('SELECT langchain_id, content, langchain_metadata FROM {} WHERE langchain_id = ANY(%s)')
-                                 .format(sql.Identifier(self.collection)), [list(ids)]).fetchall()
-        self.conn.commit()
-        return [Document(page_content=c, metadata=m, id=i) for i, c, m in rows]
+        def fetch(conn):
+            if collection_dim(conn, self.collection) is None: return []
+            return conn.execute(sql.SQL('SELECT langchain_id, content, langchain_metadata FROM {} WHERE langchain_id = ANY(%s)')
+                                .format(sql.Identifier(self.collection)), [list(ids)]).fetchall()
+        return [Document(page_content=c, metadata=m, id=i) for i, c, m in self._retry(fetch)]
 
     @classmethod
     def from_texts(cls, texts: list[str], embedding, metadatas: list[dict]|None=None, *, ids: list[str]|None=None,

@@ -21,6 +21,8 @@ def skip(cell):
 
 for fn in map(Path, sys.argv[1:]):
     nb = read_nb(fn)
+    for cell in nb.cells:  # execnb keeps a cell's old outputs unless they are cleared first
+        if cell.cell_type == 'code': cell.outputs, cell.execution_count = [], None
     os.chdir(fn.parent.resolve())
     CaptureShell(path=fn.parent).run_all(nb, exc_stop=True, preproc=skip)
     write_nb(nb, fn.name); print('executed', fn)
