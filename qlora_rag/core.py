@@ -92,6 +92,8 @@ def staged_dir(dest: str|Path, # The folder to create (or replace, with `overwri
     try: yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True); raise
+    umask = os.umask(0); os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp made it private; the result gets the usual permissions
     old = dest.with_name(f'.{dest.name}.old-{os.getpid()}') if dest.exists() else None
     if old: dest.rename(old)
     tmp.rename(dest)
@@ -104,7 +106,7 @@ def check_new_file(path: str|Path, # A file a command will write
     path, where = Path(path), Path(path).parent
     if path.is_dir(): raise InputError(f"{path} is a folder: give a file name")
     if not where.is_dir(): raise InputError(f"can't write {path}: folder {where} does not exist")
-    if not os.access(where, os.W_OK): raise InputError(f"can't write {path}: {where} is not writable")
+    if not os.access(where, os.W_OK): raise InputError(f"can't write {path}: {where} is read-only")
     return path
 
 # %% ../nbs/00_core.ipynb #59dceb03
@@ -288,7 +290,7 @@ class DataConfig:
     # Prompt style: 'plain' ('### ' headers) or 'chat' (the model's chat template)
     style: str = knob('plain', ('plain', 'chat'))
     eval_fraction: float = knob(0.1, lo=0.0, hi=0.9)  # Share of examples held out for evaluation
-    seed: int = 42  # Seed of the sample and the train/eval split
+    seed: int = knob(42, flag='data-seed')  # Seed of the sample and the train/eval split
 
 # %% ../nbs/00_core.ipynb #0caefdb6
 @dataclass
@@ -346,7 +348,7 @@ class StoreConfig:
     url: str = knob('', flag='db')  # Database URL; '' is $QLORA_RAG_DATABASE_URL, else embedded
     collection: str = 'docs'  # Collection (table) of chunks
     embeddings: str = DEFAULT_EMBEDDINGS  # sentence-transformers model: bundled, folder or Hub id
-    ef_search: int = knob(40, lo=1, hi=1000)  # HNSW candidates per query: higher finds more, slower
+    ef_search: int = knob(400, lo=1, hi=1000)  # HNSW candidates per query: more finds more, slower
 
 @dataclass
 class IngestConfig:

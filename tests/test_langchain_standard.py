@@ -1,8 +1,8 @@
-"LangChain's standard vector-store suite (sync and async) against PgVectorStore on the test database."
+"LangChain's standard vector-store suite (sync and async) against PgVectorStore."
 import pytest
 from langchain_tests.integration_tests import VectorStoreIntegrationTests
-from qlora_rag.ingest import PgVectorStore
-from qlora_rag.store import connect, drop_collection
+from qlora_rag.store import PgVectorStore, drop_collection
+from qlora_rag.db import connect
 
 COLLECTION = 'langchain_standard'
 

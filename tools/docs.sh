@@ -14,9 +14,9 @@ else
 fi
 # Every notebook must have become a page.
 missing=0
-for nb in nbs/*.ipynb; do
-  page="_docs/$(basename "${nb%.ipynb}").html"
+for nb in nbs/*.ipynb nbs/explanations/*.ipynb; do
+  page="_docs/${nb#nbs/}"; page="${page%.ipynb}.html"
   [ -s "$page" ] || { echo "docs: missing page $page"; missing=1; }
 done
-[ $missing = 0 ] && echo "docs: $(ls nbs/*.ipynb | wc -l) pages in _docs/"
+[ $missing = 0 ] && echo "docs: $(ls nbs/*.ipynb nbs/explanations/*.ipynb | wc -l) pages in _docs/"
 exit $missing

@@ -1,4 +1,5 @@
-"nbdev's notebook processing for the docs (what `nbdev_proc_nbs` does) without its attempt to download and install Quarto."
+"""nbdev's notebook processing for the docs (what `nbdev_proc_nbs` does), without its attempt
+to download and install Quarto."""
 from nbdev.config import get_config
 from nbdev.doclinks import _build_modidx
 from nbdev.quarto import refresh_quarto_yml

@@ -20,16 +20,19 @@ if [ "$before" != "$after" ]; then
   exit 1
 fi
 
+echo "== code lines fit the docs (<= 100 characters)"
+$BIN/python tools/lint.py
+
 echo "== PostgreSQL + pgvector (embedded, fresh data folder, Unix socket only)"
 export QLORA_RAG_HOME=$(mktemp -d)
 chmod 755 "$QLORA_RAG_HOME"  # as root the server runs as an unprivileged user, which must reach its data folder
-export QLORA_RAG_DATABASE_URL=$($BIN/python -W ignore -c 'from qlora_rag.store import start_embedded; print(start_embedded())')
+export QLORA_RAG_DATABASE_URL=$($BIN/python -W ignore -c 'from qlora_rag.db import start_embedded; print(start_embedded())')
 [ -n "$QLORA_RAG_DATABASE_URL" ] || { echo "FAIL: the embedded PostgreSQL did not start"; exit 1; }
-trap '$BIN/python -c "from qlora_rag.store import stop_embedded; stop_embedded()" 2>/dev/null; rm -rf "$QLORA_RAG_HOME"' EXIT
+trap '$BIN/python -c "from qlora_rag.db import stop_embedded; stop_embedded()" 2>/dev/null; rm -rf "$QLORA_RAG_HOME"' EXIT
 echo "started: $QLORA_RAG_DATABASE_URL"
 
 echo "== notebooks (nbdev_test)"
-n=$(ls nbs/*.ipynb | wc -l)
+n=$(ls nbs/*.ipynb nbs/explanations/*.ipynb | wc -l)
 if $BIN/nbdev_test --n_workers 2 --timing; then echo "nbdev_test: $n passed, 0 failed"
 else echo "nbdev_test: notebooks failed (see above)"; exit 1; fi
 
