@@ -7,21 +7,15 @@ from __future__ import annotations
 import logging, os, re, subprocess, warnings
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from .core import QloraRagError, data_home
+from .core import QloraRagError, data_home, redact
 
 # %% auto #0
-__all__ = ['StoreError', 'redact', 'normalize_url', 'pgdata', 'embedded_status', 'start_embedded', 'stop_embedded',
-           'database_url', 'connect']
+__all__ = ['StoreError', 'normalize_url', 'pgdata', 'embedded_status', 'start_embedded', 'stop_embedded', 'database_url',
+           'connect']
 
 # %% ../nbs/20_db.ipynb #76b2ef03
 class StoreError(QloraRagError):
     "The database can't be reached or used as asked; the message never contains a password."
-
-# %% ../nbs/20_db.ipynb #78acc04f
-def redact(url: str, # A database URL, possibly with a password
-          ) -> str:
-    "The URL with its password replaced by `***`."
-    return re.sub(r'(://[^:/@]*:)[^@]+@', r'\1***@', url)
 
 # %% ../nbs/20_db.ipynb #5860558b
 def normalize_url(url: str, # `postgresql://`, `postgres://` or SQLAlchemy's `postgresql+driver://`

@@ -193,7 +193,8 @@ def generate(self: Generator,
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     batches = [order[i:i + gen.batch_size] for i in range(0, len(order), gen.batch_size)]
     answers = [''] * len(prompts)
-    for idx in tqdm(batches, desc='generate', disable=not progress, file=sys.stderr):
+    bar = dict(desc='generate', file=sys.stderr, leave=False, disable=None if progress else True)
+    for idx in tqdm(batches, **bar):  # `disable=None`: only on a terminal
         for i, reply in zip(idx, self._replies([prompts[i] for i in idx], gen)):
             answers[i] = extract_answer(reply)
     return answers

@@ -577,7 +577,7 @@ def test_out_of_memory_while_answering(tmp_path, fault_log):
         clean.append(
             r.returncode == 2
             and r.stderr.count('\n') == 1
-            and 'out of memory' in r.stderr
+            and 'out of GPU memory' in r.stderr
             and '--batch-size' in r.stderr
             and 'Traceback' not in r.stderr
         )
