@@ -65,7 +65,7 @@ def drop(*colls):
 
 INGEST = (
     'import sys; from qlora_rag.ingest import ingest; '
-    'print(ingest([sys.argv[1]], sys.argv[2], batch=8))'
+    'print(ingest([sys.argv[1]], sys.argv[2], batch=2))'
 )
 
 
@@ -86,6 +86,7 @@ def wait_for_rows(p: subprocess.Popen, coll: str, before: int, timeout: float = 
 
 
 def test_kill_during_ingest(tmp_path, fault_log):
+    "Killed part-way three times (after a committed batch): a rerun completes it exactly."
     corpus, coll, n = make_corpus(tmp_path / 'corpus', 400), 'fault_ingest', 400
     drop(coll)
     rng, kills = random.Random(1), 0
@@ -93,18 +94,17 @@ def test_kill_during_ingest(tmp_path, fault_log):
         before = rows(coll)[0] if table_exists(coll) else 0
         p = start_ingest(corpus, coll, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_rows(p, coll, before)
-        time.sleep(rng.uniform(0, 0.8))  # somewhere after its first committed batch
+        time.sleep(rng.uniform(0, 0.1))  # somewhere after its first committed batch
         if p.poll() is None:
             p.send_signal(signal.SIGKILL)
-            kills += 1
         p.wait()
-    partial = rows(coll)[0]
+        kills += p.returncode == -signal.SIGKILL and 0 < rows(coll)[0] < n  # killed part-way
     done = subprocess.run([PY, '-c', INGEST, str(corpus), coll], capture_output=True, text=True)
     total, distinct = rows(coll)
     again = subprocess.run([PY, '-c', INGEST, str(corpus), coll], capture_output=True, text=True)
     whole = done.returncode == 0 and (total, distinct, index_valid(coll)) == (n, n, True)
     fault_log(
-        'kill -9 during ingest (3 times, after a committed batch)',
+        'kill -9 during ingest (part-way, after a committed batch)',
         kills,
         kills if whole else 0,
         n - distinct,
@@ -112,7 +112,7 @@ def test_kill_during_ingest(tmp_path, fault_log):
     assert done.returncode == 0, done.stderr[-2000:]
     assert 'new: 0' in again.stdout and f'chunks: {n}' in again.stdout
     assert (total, distinct, index_valid(coll)) == (n, n, True)
-    assert kills >= 2 and 0 < partial < n
+    assert kills >= 2, kills
     drop(coll)
 
 
