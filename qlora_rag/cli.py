@@ -135,33 +135,34 @@ def cmd_db(cfg: Config,
 # %% ../nbs/41_cli.ipynb #a426527b
 @command('store', 'ingest')
 def cmd_ingest(cfg: Config,
-               paths: list[str], # Files or folders to ingest
+               paths: list[str], # Files or folders: .html, .htm, .md, .markdown, .txt, .pdf
               ):
     "Load, split, embed and store documents; re-ingesting the same files adds nothing."
     from qlora_rag.pipeline import ingest_corpus
     print(ingest_corpus(paths, cfg))
 
 # %% ../nbs/41_cli.ipynb #397568bb
-@command('store', 'rag.k', 'rag.filter')
+@command('store', 'rag.search_type', 'rag.k', 'rag.fetch_k', 'rag.filter', 'rag.rerank')
 def cmd_search(cfg: Config,
                text: str, # The text to search for
                json: bool=False, # Print the hits as JSON
               ):
-    "The chunks nearest to a text, best first."
+    "The chunks that best match a text, best first, found as `--search-type` says."
     from qlora_rag.pipeline import search
     hits = search(text, cfg)
     if json: print(dumps([dict(id=d.id, score=round(s, 4), metadata=d.metadata, text=d.page_content)
                           for d, s in hits], indent=2, ensure_ascii=False))
     for d, s in ([] if json else hits):
-        source = f"{d.metadata.get('source')}#{d.metadata.get('chunk')}"
-        print(f"{s:.3f}  {source}  {' '.join(d.page_content.split())[:100]}")
+        print(f"{s:.3f}  {d.metadata.get('source')}#{d.metadata.get('chunk')}  "
+              f"{' '.join(d.page_content.split())[:100]}")
 
 # %% ../nbs/41_cli.ipynb #c6093eee
 _ANSWER_KNOBS = ('store', 'model.name', 'train.output_dir', 'rag', 'gen')
 
 def _print_sources(ans):
+    from qlora_rag.rag import source_label
     if ans.truncated: print('note: the context was cut to fit the model window', file=sys.stderr)
-    lines = [f"  [{i}] {s['source']}#{s['chunk']} (score {s['score']:.3f})"
+    lines = [f"  [{i}] {source_label(s)} (score {s['score']:.3f})"
              for i, s in enumerate(ans.sources, 1)]
     print('sources:', *(lines or ['  none']), sep='\n')
 
@@ -196,15 +197,16 @@ def cmd_chat(cfg: Config):
 # %% ../nbs/41_cli.ipynb #641415aa
 @command(*_ANSWER_KNOBS)
 def cmd_eval(cfg: Config,
-             qa: str, # JSON Lines file: question, answer, optional source (file name)
-             compare: bool=False, # Base vs fine-tuned, each without and with retrieval
+             qa: str, # JSON Lines file: question, answer, optional source and split
+             compare: bool=False, # Every arm: base (chat and plain prompt), fine-tuned; ± retrieval
+             split: str='', # Score only the questions of this split (e.g. test)
              details: str='', # Write one JSON line per question to this file
              json: bool=False, # Print the metrics as one JSON object (progress goes to stderr)
             ):
-    "Score retrieval and answers on a question file."
+    "Score retrieval and answers on a question file, each metric with its confidence interval."
     from qlora_rag.pipeline import evaluate_file
     from qlora_rag.evaluate import comparison_table
-    results = evaluate_file(qa, cfg, compare=compare, details=details or None)
+    results = evaluate_file(qa, cfg, compare=compare, details=details or None, split=split or None)
     if not json: print(comparison_table(results))
     elif len(results) == 1: print(dumps(next(iter(results.values())).metrics))
     else: print(dumps({n: r.metrics for n, r in results.items()}))

@@ -293,7 +293,7 @@ class DataConfig:
     category: str = 'category'  # Column holding the task category
     # Categories kept; empty keeps all
     categories: list[str] = knob(['closed_qa', 'information_extraction', 'open_qa'])
-    max_tokens: int = knob(512, lo=1)  # Longest formatted example kept, in tokens
+    max_tokens: int = knob(2048, lo=1)  # Longest formatted example kept, in tokens
     max_examples: int = knob(0, lo=0)  # Keep a random sample of this many rows; 0 keeps all
     # Prompt style: 'plain' ('### ' headers) or 'chat' (the model's chat template)
     style: str = knob('plain', ('plain', 'chat'))
@@ -357,6 +357,8 @@ class StoreConfig:
     collection: str = 'docs'  # Collection (table) of chunks
     embeddings: str = DEFAULT_EMBEDDINGS  # sentence-transformers model: bundled, folder or Hub id
     ef_search: int = knob(400, lo=1, hi=1000)  # HNSW candidates per query: more finds more, slower
+    # PostgreSQL text search configuration of the full-text column (stemming, stop words)
+    language: str = knob('english', flag='text-search-config')
 
 @dataclass
 class IngestConfig:
@@ -373,10 +375,13 @@ class RagConfig:
     base_only: bool = knob(False, flag='no-adapter')  # Answer with the base model alone
     retrieve: bool = knob(True, flag='rag')  # Put retrieved chunks into the prompt
     k: int = knob(3, lo=1, hi=100)  # Chunks put into the context
-    search_type: str = knob('similarity', ('similarity', 'mmr'))  # 'mmr' picks diverse chunks
-    fetch_k: int = knob(20, lo=1)  # Candidates MMR picks from
+    # How chunks are found: 'hybrid' fuses vector and full-text ranks; 'similarity' is vectors only,
+    # 'fulltext' words only, 'mmr' diverse chunks among the nearest vectors
+    search_type: str = knob('hybrid', ('hybrid', 'similarity', 'fulltext', 'mmr'))
+    fetch_k: int = knob(20, lo=1)  # Candidates each search ranks before fusing, reranking or MMR
+    rerank: str = ''  # Cross-encoder reordering the candidates (alias, folder or Hub id); '' none
     lambda_mult: float = knob(0.5, lo=0.0, hi=1.0)  # MMR: 1 favours relevance, 0 diversity
-    score_threshold: float|None = None  # Drop chunks whose cosine similarity is below this
+    score_threshold: float|None = None  # similarity/mmr: drop chunks with a lower cosine similarity
     filter: dict = knob({})  # Metadata filter, e.g. {"source": "a.md"}
     # Prompt style: 'auto' is the style the adapter was trained with
     prompt: str = knob('auto', ('auto', 'plain', 'chat'))

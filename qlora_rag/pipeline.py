@@ -53,15 +53,13 @@ def _ingest_first(name: str) -> str:
             f"(qlora-rag ingest PATH --collection {name})")
 
 def search(text: str, # The text to search for
-           cfg: Config, # Uses store, rag.k and rag.filter
+           cfg: Config, # Uses store and rag (search_type, k, fetch_k, filter, rerank...)
           ) -> list:
-    "`(Document, score)` pairs nearest to `text`, best first; a `StoreError` when there are none."
-    from qlora_rag.db import StoreError
+    "`(Document, score)` pairs for `text`, best first; a `RagError` when the collection is empty."
+    from qlora_rag.rag import retrieve_chunks
     store = open_store(cfg)
-    try: hits = store.similarity_search_with_score(text, k=cfg.rag.k, filter=cfg.rag.filter or None)
+    try: return retrieve_chunks(store, text, cfg.rag)
     finally: store.close()
-    if not hits: raise StoreError(_ingest_first(cfg.store.collection))
-    return hits
 
 # %% ../nbs/40_pipeline.ipynb #739cb5e8
 def answer_chain(cfg: Config, # Store, model, adapter, retrieval and decoding settings
@@ -77,24 +75,30 @@ def answer_chain(cfg: Config, # Store, model, adapter, retrieval and decoding se
     return RagChain.from_config(cfg, store=store)
 
 # %% ../nbs/40_pipeline.ipynb #8b9ab59d
-def _arm(cfg: Config) -> str:
-    model = 'base' if cfg.rag.base_only else 'fine-tuned'
-    return f"{model} + {'RAG' if cfg.rag.retrieve else 'no RAG'}"
+def _only(questions: list[dict], split: str|None, qa) -> list[dict]:
+    if not split: return questions
+    kept = [r for r in questions if r['split'] == split]
+    if not kept: raise InputError(f"{qa} has no questions in split {split!r}")
+    return kept
 
-def evaluate_file(qa: str|Path, # JSON Lines: question, answer, optional source
-                  cfg: Config, # Retrieval, generation and adapter settings
-                  compare: bool=False, # Base vs fine-tuned, each without and with retrieval
+def evaluate_file(qa: str|Path, # JSON Lines: question, answer, optional source and split
+                  cfg: Config, # Retrieval, prompt, generation and adapter settings
+                  compare: bool=False, # Every arm: base (chat, plain) and fine-tuned, ± retrieval
                   details: str|Path|None=None, # File for one JSON line per question
+                  split: str|None=None, # Score only the questions of this split, e.g. 'test'
                   progress: bool=True, # Progress bars on stderr
                  ):
     "A `Comparison` of the arms that answered the questions in `qa` (one arm unless `compare`)."
-    from qlora_rag.evaluate import load_qa, evaluate, compare as arms, write_details, Comparison
+    from qlora_rag.evaluate import (load_qa, evaluate, compare as arms, write_details, Comparison,
+                                    arm_name)
     if details: check_new_file(details)
-    questions = load_qa(qa)
+    questions = _only(load_qa(qa), split, qa)
     chain = answer_chain(cfg)
     if compare:
         results = arms(chain.generator, chain.store, questions, cfg.rag, cfg.gen, progress)
-    else: results = Comparison({_arm(cfg): evaluate(chain, questions, progress)})
+    else:
+        res = evaluate(chain, questions, progress)
+        results = Comparison({arm_name(res): res})
     if details: write_details(results, details)
     return results
 
@@ -120,7 +124,7 @@ def demo(cfg: Config|None=None, # Settings; the bundled demo.toml when None
          limit: int|None=None, # Evaluate only the first `limit` questions
          log=print, # Where progress lines go
         ):
-    "The main job end to end: adapter, ingest, three answers with sources, four-way comparison."
+    "The main job end to end: adapter, ingest, three answers with sources, every arm compared."
     from qlora_rag.evaluate import load_qa, compare, comparison_table
     cfg = cfg or Config.load(asset('demo.toml'))
     out, store = _run_folder(cfg), open_store(cfg)
@@ -131,7 +135,7 @@ def demo(cfg: Config|None=None, # Settings; the bundled demo.toml when None
     chain, qa = answer_chain(cfg), load_qa(asset('demo_qa.jsonl'))[:limit]
     log('\n== ask: questions answered from the corpus, with sources ==')
     for ans in chain.batch([r['question'] for r in qa[:3]]): log(f'Q: {ans.question}\nA: {ans}\n')
-    log(f'== evaluate: base vs fine-tuned, without and with RAG, {len(qa)} held-out questions ==')
+    log(f'== evaluate: base (chat, plain) vs fine-tuned, ± RAG, {len(qa)} held-out questions ==')
     results = compare(chain.generator, chain.store, qa, cfg.rag, cfg.gen, progress=True)
     log(comparison_table(results))
     log('\ndetails: {}, chart: {}'.format(*write_eval(results, out)))

@@ -119,6 +119,7 @@ def test_kill_during_ingest(tmp_path, fault_log):
 # 2. kill during training, after a checkpoint
 
 TINY_RUN = '''[data]
+categories = ["information_extraction", "open_qa"]
 max_examples = 24
 max_tokens = 256
 eval_fraction = 0.0
