@@ -467,6 +467,9 @@ def add_documents(self: PgVectorStore, documents: list[Document], # Documents to
                           ids=ids, **kwargs)
 
 # %% ../nbs/22_store.ipynb #400b124f
+def _documents(rows) -> list[tuple[Document, float]]:
+    return [(Document(page_content=c, metadata=m, id=i), s) for i, c, m, s in rows]
+
 @patch
 def similarity_search_by_vector_with_score(
         self: PgVectorStore, embedding: list[float], # The query's embedding
@@ -476,8 +479,7 @@ def similarity_search_by_vector_with_score(
     "The k nearest documents to `embedding`, with their cosine similarity."
     k = ifnone(k, RagConfig().k)
     find = lambda conn: search(conn, self.collection, embedding, k, filter, self.ef_search)
-    rows = self._retry(find)
-    return [(Document(page_content=c, metadata=m, id=i), s) for i, c, m, s in rows]
+    return _documents(self._retry(find))
 
 # %% ../nbs/22_store.ipynb #8374f40f
 @patch
@@ -504,9 +506,6 @@ def similarity_search_by_vector(self: PgVectorStore, embedding: list[float], k: 
 def _select_relevance_score_fn(self: PgVectorStore): return lambda score: score  # cosine similarity
 
 # %% ../nbs/22_store.ipynb #8f5942eb
-def _documents(rows) -> list[tuple[Document, float]]:
-    return [(Document(page_content=c, metadata=m, id=i), s) for i, c, m, s in rows]
-
 @patch
 def fulltext_search_with_score(self: PgVectorStore, query: str, # Words to search for
                                k: int|None=None, # How many; `None`: `RagConfig().k`
