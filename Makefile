@@ -48,7 +48,13 @@ outputs: install
 # results go to bench/results/ and nbs/explanations/benchmarks.ipynb.
 # GPU training throughput (needs CUDA, bitsandbytes, trl; liger-kernel where installed).
 bench-train: install bench/smollm2
-	$(PY) bench/bench_train.py --json bench/results/bench_train.json
+	$(PY) bench/bench_train.py --json bench/results/bench_train_1.7b.json
+	$(PY) bench/bench_train.py --shape 8b --variants b,c --json bench/results/bench_train_8b.json
+	$(PY) bench/bench_train.py --shape 8b --max-len 2048 --variants b,c \
+	  --json bench/results/bench_train_8b_2048.json
+	@# One GPU vs DDP vs FSDP-QLoRA, where the machine has several GPUs
+	@if [ "$$($(PY) -c 'import torch; print(torch.cuda.device_count())')" -ge 2 ]; then \
+	  $(PY) bench/multi_gpu.py --json bench/results/multi_gpu.json; fi
 
 # The bundled model's config and tokenizer without weights: GPU benchmarks build random-weight models
 # from it (the 98 MB weights can't travel to a GPU machine; throughput doesn't depend on them).

@@ -7,7 +7,7 @@ verbatim answers, split into `dev` (for tuning) and `test` (reported, never tune
 shared between the splits.
 
 1. Ingest the manual's main sections into a collection (reused when it already holds them).
-2. Retrieval alone, for each search type (vector, full text, hybrid) at the default k, 5 and 10:
+2. Retrieval alone, for each search type (vector, full text, hybrid) at k = 3, 5, 10 (and default):
    hit@k, MRR and answer-in-context (the reference answer appears in the retrieved chunks).
 3. Answers: the base model with the plain prompt and with its own chat template, and the fine-tuned
    adapter, each without and with retrieval (default search type and k); exact match, token F1 and
@@ -35,18 +35,24 @@ def corpus(docs: Path, sections, dest: Path) -> Path:
         tmp.rename(dest)
     return dest
 
+INGESTED = Path('bench/results/bench_quality_ingest.json')  # the run that filled the collection
+
 def open_collection(folder: Path, name: str, args):
-    "The store for collection `name`, ingesting `folder` first unless the collection exists."
+    "The store for collection `name` (ingesting `folder` unless it exists), and how it was filled."
     from qlora_rag.db import connect, database_url
     from qlora_rag.ingest import ingest
     from qlora_rag.store import PgVectorStore, list_collections
     url = database_url()
     with connect(url) as conn: present = name in list_collections(conn)
-    report = None
     if not present:
         report = ingest([folder], name, url, chunk_size=args.chunk_size, overlap=args.overlap)
         print(report)
-    return PgVectorStore(name, url=url), report
+        INGESTED.write_text(json.dumps(dict(
+            collection=name, files=report.files, chunks=report.chunks,
+            skipped=len(report.skipped), seconds=round(report.seconds, 1), hardware=hardware(),
+            date=str(date.today())), indent=1) + '\n')
+    filled = json.loads(INGESTED.read_text()) if INGESTED.exists() else {}
+    return PgVectorStore(name, url=url), filled if filled.get('collection') == name else None
 
 def retrieval(store, qa, k_values, search_types) -> dict:
     "Retrieval-only metrics with intervals for every search type and k."
@@ -79,6 +85,7 @@ def parse_args(argv=None):
     ap.add_argument('--sections', nargs='*', default=SECTIONS, help='sub-folders to ingest')
     ap.add_argument('--qa', default='bench/qa/python_docs_qa.jsonl', help='questions (JSON Lines)')
     ap.add_argument('--adapter', default='runs/demo', help='the fine-tuned adapter or run folder')
+    ap.add_argument('--adapter-note', default='', help='how the adapter was made (report)')
     ap.add_argument('--k', type=int, default=RagConfig().k, help='chunks in the context')
     ap.add_argument('--search-type', default=RagConfig().search_type, help='for the answer arms')
     ap.add_argument('--chunk-size', type=int, default=IngestConfig().chunk_size)
@@ -96,13 +103,11 @@ def main(argv=None):
     name = f'pydocs_c{args.chunk_size}_o{args.overlap}'
     store, report = open_collection(folder, name, args)
     res = dict(hardware=hardware(), date=str(date.today()), docs=str(args.docs), qa=args.qa,
-               adapter=args.adapter, search_type=args.search_type, k=args.k,
+               adapter=args.adapter_note or args.adapter, search_type=args.search_type, k=args.k,
                n=len(qa), collection=name, chunk_size=args.chunk_size, overlap=args.overlap,
-               ingest=report and dict(files=report.files, chunks=report.chunks,
-                                      skipped=len(report.skipped),
-                                      seconds=round(report.seconds, 1)))
+               ingest=report)
     modes = ('similarity', 'fulltext', 'hybrid')
-    res['retrieval'] = retrieval(store, qa, sorted({args.k, 5, 10}), modes)
+    res['retrieval'] = retrieval(store, qa, sorted({3, args.k, 5, 10}), modes)
     if not args.retrieval_only:
         res['answers'] = answers(store, qa, args)
     print(res['hardware'], res['date'])

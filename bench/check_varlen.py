@@ -137,7 +137,7 @@ def one_run(attn: str, model_dir: Path, splits, tok, device: str, a) -> tuple[di
     cuda = device.startswith('cuda')
     out = Path(tempfile.mkdtemp(prefix=f'check-varlen-{attn}-'))
     cfg = make_config(model_dir, out, attn, a.steps, a.batch)
-    trainer, applied = make_trainer(cfg, splits, tok, device)
+    trainer, applied, _ = make_trainer(cfg, splits, tok, device)
     trainer.args.train_sampling_strategy = 'sequential'  # the same batches, in the same order
     trainer.remove_callback(ProgressCallback)
     base = trainer.model.get_base_model()

@@ -1,40 +1,45 @@
 """Which retrieval-aware training data reads a real manual best: an adapter per setting, dev set.
 
 Three steps, so the training can run on a GPU machine without the database or the embedder:
-- `data DIR` (here): writes one training set per setting of `VARIANTS` (RaftSettings: passages per
-  context, share without the answer, passage length) and `contexts.jsonl`, the dev questions of
+- `data DIR` (here): writes one training set per setting of `variants()` (RaftSettings: passages per
+  context, share without the answer, passage length; `--rows` examples each, default the bundled
+  set's 1,000) and `contexts.jsonl`, the dev questions of
   bench/qa/python_docs_qa.jsonl with the chunks retrieval hands the model (from the collection that
   `make bench-quality` fills; the manual's text stays in DIR, outside the repository);
-- `train DIR` (GPU): trains an adapter per setting with the default training config and writes each
-  one's answers to the dev questions, with and without the retrieved chunks;
+- `train DIR` (GPU): trains an adapter per setting (or those named by `--only`) with the default
+  training config and writes each one's answers to the dev questions, with and without the retrieved
+  chunks, to `answers/NAME.jsonl`;
 - `score DIR` (here): exact match, token F1 and answer-contains with 95% intervals per setting.
 """
-import argparse, json, shutil, time
+import argparse, json, re, shutil, time
 from dataclasses import asdict
 from pathlib import Path
 
 from bench_rag import hardware
 
-def variants():
+def variants(rows: int=1000):
+    "Setting name -> RaftSettings; a name ends in `_nROWS` where the set is not 1,000 examples."
     from qlora_rag.synth import RaftSettings
-    short = (60, 160)
-    return {'k2-4_na15_w60-160': RaftSettings(words=short),
-            'k3-5_na15_w60-160': RaftSettings(k=(3, 4, 5), words=short),
-            'k2-4_na30_w60-160': RaftSettings(no_answer=0.3, words=short),
-            'k2-4_na15_w120-300': RaftSettings(words=(120, 300))}
+    short, tag = (60, 160), '' if rows == 1000 else f'_n{rows}'
+    named = {'k2-4_na15_w60-160': RaftSettings(words=short),
+             'k3-5_na15_w60-160': RaftSettings(k=(3, 4, 5), words=short),
+             'k2-4_na30_w60-160': RaftSettings(no_answer=0.3, words=short),
+             'k2-4_na15_w120-300': RaftSettings(words=(120, 300)),
+             'k3-5_na15_w120-300': RaftSettings(k=(3, 4, 5), words=(120, 300))}
+    return {name + tag: raft for name, raft in named.items()}
 
 def write_jsonl(path: Path, rows):
     path.write_text(''.join(json.dumps(r, ensure_ascii=False) + '\n' for r in rows))
 
-def make_data(d: Path, collection: str, split: str):
+def make_data(d: Path, collection: str, split: str, rows: int, only: list[str]):
     from qlora_rag.core import Config
     from qlora_rag.evaluate import load_qa
     from qlora_rag.store import PgVectorStore
     from qlora_rag.synth import make_training_set
     d.mkdir(parents=True, exist_ok=True)
-    for name, raft in variants().items():
-        if not (d/f'{name}.jsonl').exists():
-            write_jsonl(d/f'{name}.jsonl', make_training_set(raft=raft))
+    for name, raft in variants(rows).items():
+        if (not only or name in only) and not (d/f'{name}.jsonl').exists():
+            write_jsonl(d/f'{name}.jsonl', make_training_set(rows, raft=raft))
     cfg = Config()
     store = PgVectorStore(collection)
     qa = [r for r in load_qa('bench/qa/python_docs_qa.jsonl') if r.get('split') == split]
@@ -42,19 +47,20 @@ def make_data(d: Path, collection: str, split: str):
                                          store.retrieve_with_scores(r['question'], cfg.rag)))
             for r in qa]
     write_jsonl(d/'contexts.jsonl', rows)
-    print(f'{len(variants())} training sets and {len(rows)} contexts in {d}')
+    print(f'training sets and {len(rows)} contexts in {d}')
 
 def answer_all(d: Path, name: str, gen, qa: list[dict]):
-    "`gen`'s answers to every question, with and without its chunks, added to answers.jsonl."
+    "`gen`'s answers to every question, with and without its chunks, in answers/NAME.jsonl."
     from qlora_rag.prompt import build_prompt
     def prompts(rag): return [build_prompt(r['question'], r['context'] if rag else '', gen.style,
                                            gen.tokenizer) for r in qa]
     answers = {m: gen.generate(prompts(m == 'rag')) for m in ('rag', 'norag')}
     rows = [dict(variant=name, question=r['question'], answer=r['answer'],
                  answers={m: answers[m][i] for m in answers}) for i, r in enumerate(qa)]
-    with (d/'answers.jsonl').open('a') as f: f.write(''.join(json.dumps(r) + '\n' for r in rows))
+    (d/'answers').mkdir(exist_ok=True)
+    write_jsonl(d/'answers'/f'{name}.jsonl', rows)
 
-def train_all(d: Path, base: str, out: Path|None, steps: int):
+def train_all(d: Path, base: str, out: Path|None, steps: int, only: list[str]):
     import torch
     from qlora_rag.core import Config
     from qlora_rag.generate import Generator
@@ -62,11 +68,12 @@ def train_all(d: Path, base: str, out: Path|None, steps: int):
     qa = [json.loads(l) for l in (d/'contexts.jsonl').open()]
     report = dict(hardware=hardware(), steps=steps, variants={})
     # The baselines: the base model with each prompt style (once per folder)
-    for style in ('plain', 'chat')[:0 if (d/'answers.jsonl').exists() else 2]:
+    for style in [s for s in ('plain', 'chat') if not (d/'answers'/f'base-{s}.jsonl').exists()]:
         cfg = Config()
         cfg.model.name, cfg.rag.base_only, cfg.rag.prompt = base, True, style
         answer_all(d, f'base-{style}', Generator.from_config(cfg), qa)
-    for name in [n for n in variants() if not (d/'runs'/n).exists()]:
+    todo = only or [n for n in variants() if (d/f'{n}.jsonl').exists()]
+    for name in [n for n in todo if not (d/'runs'/n).exists()]:
         cfg = Config()
         cfg.data.source, cfg.model.name = str(d/f'{name}.jsonl'), base
         cfg.train.output_dir = str(d/'runs'/name)
@@ -81,8 +88,8 @@ def train_all(d: Path, base: str, out: Path|None, steps: int):
             from safetensors.torch import load_file, save_file  # float16: small enough to travel
             w = load_file(str(Path(cfg.train.output_dir)/'adapter'/'adapter_model.safetensors'))
             save_file({k: v.half() for k, v in w.items()}, str(out/f'{name}.safetensors'))
-            (out/'train_report.json').write_text(json.dumps(report, indent=1))
-            shutil.copy(d/'answers.jsonl', out)
+            (out/f'train_report_{name}.json').write_text(json.dumps(report, indent=1))
+            shutil.copy(d/'answers'/f'{name}.jsonl', out/f'answers_{name}.jsonl')
         torch.cuda.empty_cache()
 
 def _named(m: dict) -> dict:
@@ -91,20 +98,23 @@ def _named(m: dict) -> dict:
             for k, v in m.items()}
 
 def score_all(d: Path, out_json: Path|None):
+    "Scores of every answers/NAME.jsonl in `d`, with the steps and seconds each setting trained."
     from qlora_rag.evaluate import answer_metrics, with_ci
-    table = {}
-    answered = [json.loads(l) for l in (d/'answers.jsonl').open()]
-    for name in ('base-plain', 'base-chat', *variants()):
-        rows = [r for r in answered if r['variant'] == name]
-        table[name] = {m: _named(with_ci([answer_metrics(r['answers'][m], r['answer'])
-                                          for r in rows])) for m in ('norag', 'rag')}
-        print(name, json.dumps(table[name]))
-    trained = json.loads((d/'train_report.json').read_text())
+    answered = {p.stem: [json.loads(l) for l in p.open()] for p in sorted((d/'answers').glob('*'))}
+    table = {name: {m: _named(with_ci([answer_metrics(r['answers'][m], r['answer']) for r in rows]))
+                    for m in ('norag', 'rag')} for name, rows in answered.items()}
+    for name, scores in table.items(): print(name, json.dumps(scores))
+    rows = next(iter(answered.values()))
+    reports = [json.loads(p.read_text()) for p in sorted(d.glob('train_report*.json'))]
+    trained = {n: dict(v, hardware=r['hardware'], steps=r['steps'])
+               for r in reports for n, v in r['variants'].items()}
+    settings = {n: asdict(v) for rows in (1000, 3000) for n, v in variants(rows).items()}
     if out_json: out_json.write_text(json.dumps(dict(
-        questions=f'{len(rows)} dev questions, chunks from the hybrid search at the default k',
-        trained_on=trained['hardware'], steps=trained['steps'],
-        train_seconds={n: v['train_s'] for n, v in trained['variants'].items()},
-        settings={n: asdict(v) for n, v in variants().items()}, results=table), indent=1) + '\n')
+        questions=f'{len(rows)} dev questions, chunks from hybrid search, k 3',
+        trained={n: dict(settings=settings[n], rows=int(re.search(r'_n(\d+)$|$', n)[1] or 1000),
+                         **{k: t[k] for k in ('hardware', 'steps', 'train_s')})
+                 for n, t in trained.items()},
+        results=table), indent=1) + '\n')
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -114,10 +124,12 @@ def main(argv=None):
     ap.add_argument('--split', default='dev', help='questions to tune on (never the test split)')
     ap.add_argument('--base', default='', help='base model folder (train step)')
     ap.add_argument('--steps', type=int, default=200, help='optimizer steps per setting (train)')
+    ap.add_argument('--rows', type=int, default=1000, help='examples per training set (data)')
+    ap.add_argument('--only', nargs='*', default=[], help='settings to write or train (by name)')
     ap.add_argument('--out', type=Path, help='train: copy adapters here; score: JSON file')
     a = ap.parse_args(argv)
-    if a.step == 'data': make_data(a.dir, a.collection, a.split)
-    elif a.step == 'train': train_all(a.dir, a.base, a.out, a.steps)
+    if a.step == 'data': make_data(a.dir, a.collection, a.split, a.rows, a.only)
+    elif a.step == 'train': train_all(a.dir, a.base, a.out, a.steps, a.only)
     else: score_all(a.dir, a.out)
 
 if __name__ == '__main__': main()

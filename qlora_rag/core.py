@@ -14,9 +14,10 @@ from fastcore.xdg import xdg_cache_home, xdg_data_home
 # %% auto #0
 __all__ = ['DEFAULT_MODEL', 'DEFAULT_EMBEDDINGS', 'QloraRagError', 'AssetError', 'ConfigError', 'InputError', 'package_dir',
            'assets_dir', 'cache_dir', 'data_home', 'asset', 'check_new_dir', 'staged_dir', 'check_new_file',
-           'read_jsonl', 'bundled_path', 'convert_gguf', 'default_model_dir', 'hub_offline', 'resolve_model',
-           'pick_device', 'compute_dtype', 'redact', 'knob', 'check_fields', 'DataConfig', 'ModelConfig', 'LoraParams',
-           'TrainConfig', 'StoreConfig', 'IngestConfig', 'RagConfig', 'GenConfig', 'Config', 'sections', 'knob_docs']
+           'read_jsonl', 'bundled_path', 'gguf_special_ids', 'convert_gguf', 'default_model_dir', 'hub_offline',
+           'resolve_model', 'pick_device', 'compute_dtype', 'redact', 'knob', 'check_fields', 'DataConfig',
+           'ModelConfig', 'LoraParams', 'TrainConfig', 'StoreConfig', 'IngestConfig', 'RagConfig', 'GenConfig',
+           'Config', 'sections', 'knob_docs']
 
 # %% ../nbs/00_core.ipynb #487a2d97
 class QloraRagError(Exception):
@@ -161,6 +162,23 @@ def bundled_path(alias: str, # One of the bundled aliases: `DEFAULT_MODEL` or `D
     return path
 
 # %% ../nbs/00_core.ipynb #2793d8f4
+def gguf_special_ids(gguf: Path, # The `.gguf` file
+                    ) -> dict[str, int]:
+    "The special token ids the GGUF file declares: 'bos' and 'eos', where it has them."
+    from gguf import GGUFReader
+    fields = GGUFReader(str(gguf)).fields
+    keys = dict(bos='tokenizer.ggml.bos_token_id', eos='tokenizer.ggml.eos_token_id')
+    return {role: int(fields[key].parts[fields[key].data[0]][0])
+            for role, key in keys.items() if key in fields}
+
+# %% ../nbs/00_core.ipynb #125f34c1
+def _set_special(model, tokenizer, ids: dict[str, int]):
+    "Point the tokenizer's and model's special tokens at `ids`."
+    for role, i in ids.items():
+        setattr(tokenizer, f'{role}_token', tokenizer.convert_ids_to_tokens(i))
+        for config in (model.config, model.generation_config):
+            setattr(config, f'{role}_token_id', i)
+
 def convert_gguf(gguf: Path, # The `.gguf` file
                  dest: Path, # Folder to write the safetensors model and tokenizer to
                 ) -> Path:
@@ -170,10 +188,12 @@ def convert_gguf(gguf: Path, # The `.gguf` file
     dequantized = GgufConfig(dequantize=True)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, quantization_config=dequantized, **kw)
     model.config.quantization_config = None
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, **kw)
+    _set_special(model, tokenizer, gguf_special_ids(gguf))
     try:
         with staged_dir(dest) as tmp:
             model.save_pretrained(tmp)
-            AutoTokenizer.from_pretrained(gguf.parent, **kw).save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
     except (InputError, OSError):  # another process finished the same conversion first
         if not (dest/'config.json').exists(): raise
     return dest
@@ -339,8 +359,10 @@ class TrainConfig:
     warmup_ratio: float = knob(0.03, lo=0.0, hi=0.5)  # Share of steps spent warming up
     packing: bool = True  # Pack examples into rows without padding (never attending to each other)
     gradient_checkpointing: bool = True  # Recompute activations in the backward pass to save memory
-    # Checkpoint only every n-th decoder layer: 1 saves the most memory, larger is faster
-    checkpoint_every: int = knob(1, lo=1)
+    # Checkpoint every n-th decoder layer (1 saves the most memory, larger is faster); 0: on a GPU,
+    # the least checkpointing that fits train.memory_gib, on a CPU every layer
+    checkpoint_every: int = knob(0, lo=0)
+    memory_gib: float = knob(24.0, lo=0.5)  # GPU memory a run may fill (less if the card has less)
     optim: str = 'auto'  # 'auto', or a transformers optimizer name such as 'adamw_torch'
     save_steps: int = knob(100, lo=1)  # Save a checkpoint every N steps
     save_total_limit: int = knob(2, lo=1)  # Checkpoints kept
@@ -374,7 +396,7 @@ class RagConfig:
     adapter: str = ''  # Adapter folder (or its run folder); '' is the run in train.output_dir
     base_only: bool = knob(False, flag='no-adapter')  # Answer with the base model alone
     retrieve: bool = knob(True, flag='rag')  # Put retrieved chunks into the prompt
-    k: int = knob(3, lo=1, hi=100)  # Chunks put into the context
+    k: int = knob(5, lo=1, hi=100)  # Chunks put into the context
     # How chunks are found: 'hybrid' fuses vector and full-text ranks; 'similarity' is vectors only,
     # 'fulltext' words only, 'mmr' diverse chunks among the nearest vectors
     search_type: str = knob('hybrid', ('hybrid', 'similarity', 'fulltext', 'mmr'))

@@ -47,12 +47,11 @@ def load_qa(path: str|Path, # JSON Lines, one {"question", "answer", "source"?, 
                  source=r.get('source') or None, split=r.get('split') or None) for r in rows]
 
 # %% ../nbs/32_evaluate.ipynb #fc1170c1
-_PUNCT = set(string.punctuation)
+_PUNCT = re.compile(f'[{re.escape(string.punctuation)}]')
 
 def normalize_answer(s: str) -> str:
-    "Lower case, without punctuation, articles and extra spaces."
-    s = ''.join(ch for ch in s.lower() if ch not in _PUNCT)
-    return ' '.join(re.sub(r'\b(a|an|the)\b', ' ', s).split())
+    "Lower case, punctuation as spaces, without articles and extra spaces."
+    return ' '.join(re.sub(r'\b(a|an|the)\b', ' ', _PUNCT.sub(' ', s.lower())).split())
 
 # %% ../nbs/32_evaluate.ipynb #4a93d0ef
 def exact_match(prediction: str, # The model's answer

@@ -16,20 +16,27 @@ from .model import (load_tokenizer, load_base_model, load_adapter, find_adapter,
                              adapter_settings)
 
 # %% auto #0
-__all__ = ['GenerateError', 'generate_kwargs', 'answer_complete', 'answer_pieces', 'memory_guard', 'Generator']
+__all__ = ['GenerateError', 'end_token_ids', 'generate_kwargs', 'answer_complete', 'answer_pieces', 'memory_guard', 'Generator']
 
 # %% ../nbs/30_generate.ipynb #932ce837
 class GenerateError(QloraRagError):
     "Generation can't run as asked: the model ran out of memory."
 
 # %% ../nbs/30_generate.ipynb #3cae3ff1
+def end_token_ids(tokenizer, # Supplies the end-of-sequence, pad and added tokens
+                 ) -> list[int]:
+    "Ids that end a reply: end-of-sequence, pad, and every end marker that is a single added token."
+    added = tokenizer.added_tokens_encoder
+    ids = [tokenizer.eos_token_id, tokenizer.pad_token_id, *(added.get(m) for m in END_MARKERS)]
+    return list(dict.fromkeys(t for t in ids if t is not None))
+
+# %% ../nbs/30_generate.ipynb #a1a6bec4
 def generate_kwargs(gen: GenConfig, # Decoding settings
-                    tokenizer, # Supplies the pad and end-of-sequence tokens
+                    tokenizer, # Supplies the pad and end tokens
                    ) -> dict:
     "Keyword arguments for `model.generate`: greedy when `gen.temperature` is 0, else sampling."
-    ends = [t for t in (tokenizer.eos_token_id, tokenizer.pad_token_id) if t is not None]
     kw = dict(max_new_tokens=gen.max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-              eos_token_id=list(dict.fromkeys(ends)))
+              eos_token_id=end_token_ids(tokenizer))
     if gen.temperature > 0:
         return dict(kw, do_sample=True, temperature=gen.temperature, top_p=gen.top_p)
     return dict(kw, do_sample=False, temperature=None, top_p=None, top_k=None)

@@ -4,14 +4,14 @@
 
 # %% ../nbs/12_model.ipynb #3c247642
 from __future__ import annotations
-import json
+import json, os
 from dataclasses import replace
 from pathlib import Path
 from .core import (QloraRagError, DataConfig, ModelConfig, DEFAULT_MODEL, LoraParams,
                             resolve_model, pick_device, compute_dtype, staged_dir)
 
 # %% auto #0
-__all__ = ['CHATML_TEMPLATE', 'ADAPTER', 'ModelError', 'load_tokenizer', 'quantization_config', 'load_base_model',
+__all__ = ['CHATML_TEMPLATE', 'ADAPTER', 'ModelError', 'load_tokenizer', 'quantization_config', 'fsdp_launch', 'load_base_model',
            'linear_module_names', 'float32_adapters', 'add_lora', 'trainable_summary', 'base_fingerprint',
            'save_adapter', 'find_adapter', 'adapter_settings', 'load_adapter', 'merge_adapter']
 
@@ -49,14 +49,22 @@ def load_tokenizer(name: str|None=None, # Bundled alias, local folder or Hub id;
 # %% ../nbs/12_model.ipynb #d88ff88b
 def quantization_config(cfg: ModelConfig, # Uses quant, quant_type and double_quant
                         dtype, # Compute dtype of the 4-bit matmuls
+                        storage=None, # dtype the packed 4-bit weights are stored in; None: uint8
                        ):
     "A `BitsAndBytesConfig` for `cfg.quant`, or None for a full-precision model."
+    import torch
     from transformers import BitsAndBytesConfig
     if cfg.quant == 'none': return None
     if cfg.quant == '8bit': return BitsAndBytesConfig(load_in_8bit=True)
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=cfg.quant_type,
                               bnb_4bit_use_double_quant=cfg.double_quant,
-                              bnb_4bit_compute_dtype=dtype)
+                              bnb_4bit_compute_dtype=dtype,
+                              bnb_4bit_quant_storage=storage or torch.uint8)
+
+# %% ../nbs/12_model.ipynb #97eb2078
+def fsdp_launch() -> bool:
+    "Whether `accelerate launch` started this process with an FSDP config."
+    return os.environ.get('ACCELERATE_USE_FSDP', '').lower() in ('1', 'true')
 
 # %% ../nbs/12_model.ipynb #75a1c180
 def _transformers_attn(attn: str) -> str:
@@ -68,9 +76,10 @@ def load_base_model(cfg: ModelConfig, # Which model, how to quantize it, where t
     from transformers import AutoModelForCausalLM
     device = pick_device(cfg.device)
     dtype = compute_dtype(device)
+    storage = dtype if fsdp_launch() and device.startswith('cuda') else None
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            resolve_model(cfg.name), quantization_config=quantization_config(cfg, dtype),
+            resolve_model(cfg.name), quantization_config=quantization_config(cfg, dtype, storage),
             dtype=dtype, device_map={'': device}, attn_implementation=_transformers_attn(cfg.attn))
     except (OSError, ValueError, ImportError) as e:
         raise ModelError(f"can't load base model '{cfg.name}' ({cfg.quant}): "
@@ -143,11 +152,12 @@ def save_adapter(model, # A `PeftModel`
                  base_name: str, # Name of the base model, as the user gave it
                  tokenizer=None, # Saved next to the adapter, if given
                  overwrite: bool=False, # Replace an existing adapter at `dest`
+                 state_dict: dict|None=None, # The model's full weights, where it is sharded (FSDP)
                 ) -> Path:
     "Write the LoRA weights, `qlora_rag.json` (base name and shape) and the tokenizer to `dest`."
     meta = dict(base_model=base_name, fingerprint=base_fingerprint(model.get_base_model()))
     with staged_dir(dest, overwrite) as tmp:
-        model.save_pretrained(tmp)
+        model.save_pretrained(tmp, state_dict=state_dict)
         (tmp/'qlora_rag.json').write_text(json.dumps(meta, indent=2))
         if tokenizer is not None: tokenizer.save_pretrained(tmp)
     return Path(dest)

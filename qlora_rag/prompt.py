@@ -48,7 +48,7 @@ def build_prompt(question: str, # The question or instruction
     raise PromptError(f"unknown prompt style '{style}': use 'plain' or 'chat'")
 
 # %% ../nbs/01_prompt.ipynb #ca73c782
-END_MARKERS = ('###', '<|im_end|>', '<|endoftext|>', '<|eot_id|>', '</s>')
+END_MARKERS = ('###', '<|im_end|>', '<|im_start|>', '<|endoftext|>', '<|eot_id|>', '</s>')
 
 def extract_answer(reply: str, # What the model generated after the prompt
                   ) -> str:

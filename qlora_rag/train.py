@@ -4,7 +4,7 @@
 
 # %% ../nbs/14_train.ipynb #e6bc43dd
 from __future__ import annotations
-import contextlib, json, shutil, tempfile, time
+import contextlib, copy, json, shutil, tempfile, time
 from dataclasses import dataclass, field, fields, asdict
 from pathlib import Path
 from fastcore.basics import patch
@@ -12,12 +12,13 @@ from fastcore.xtras import atomic_save, modified_env
 from .core import QloraRagError, Config, sections, pick_device, compute_dtype
 from .data import prepare_data
 from .model import (ADAPTER, load_tokenizer, load_base_model, add_lora, float32_adapters,
-                             save_adapter, trainable_summary)
+                             save_adapter, trainable_summary, fsdp_launch)
 from .packing import training_attention, use_varlen_attention
 
 # %% auto #0
-__all__ = ['TrainError', 'last_checkpoint', 'check_output_dir', 'oom_hint', 'sft_args', 'speedups', 'make_trainer', 'RunReport',
-           'run_report', 'plot_losses', 'save_run', 'train']
+__all__ = ['GIB', 'TrainError', 'last_checkpoint', 'check_output_dir', 'oom_hint', 'sft_args', 'activation_gib',
+           'least_checkpointing', 'checkpoint_policy', 'speedups', 'make_trainer', 'RunReport', 'run_report',
+           'plot_losses', 'save_run', 'train']
 
 # %% ../nbs/14_train.ipynb #e81a229d
 class TrainError(QloraRagError):
@@ -85,8 +86,10 @@ def sft_args(cfg: Config, # The full config; uses train and data.max_tokens
     "TRL's `SFTConfig` for this run."
     import torch
     from trl import SFTConfig
-    t, dtype, cuda = cfg.train, compute_dtype(device), device.startswith('cuda')
-    optim = t.optim if t.optim != 'auto' else ('paged_adamw_8bit' if cuda else 'adamw_torch')
+    t, dtype = cfg.train, compute_dtype(device)
+    cuda, fsdp = device.startswith('cuda'), fsdp_launch()
+    paged = cuda and not fsdp  # FSDP can't save the paged 8-bit optimizer's state
+    optim = t.optim if t.optim != 'auto' else ('paged_adamw_8bit' if paged else 'adamw_torch')
     every = {'every_n_layers': t.checkpoint_every} if t.checkpoint_every > 1 else {}
     return SFTConfig(
         output_dir=t.output_dir, num_train_epochs=t.epochs, max_steps=t.max_steps,
@@ -95,12 +98,58 @@ def sft_args(cfg: Config, # The full config; uses train and data.max_tokens
         lr_scheduler_type=t.scheduler, warmup_steps=t.warmup_ratio, optim=optim,
         packing=t.packing, packing_strategy='bfd', padding_free=t.packing,
         max_length=cfg.data.max_tokens, gradient_checkpointing=t.gradient_checkpointing,
-        gradient_checkpointing_kwargs={'use_reentrant': False, **every},
+        gradient_checkpointing_kwargs={'use_reentrant': fsdp, **every},
         bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16,
         save_strategy='steps', save_steps=t.save_steps, save_total_limit=t.save_total_limit,
         eval_strategy='steps' if has_eval else 'no', eval_steps=t.eval_steps,
         logging_steps=t.logging_steps, seed=t.seed, data_seed=t.seed, report_to=['tensorboard'],
         ddp_find_unused_parameters=False, use_cpu=device == 'cpu', dataloader_pin_memory=cuda)
+
+# %% ../nbs/14_train.ipynb #ab9328be
+GIB = 2**30
+
+def activation_gib(config, # The model's config: hidden, intermediate and vocabulary size, layers
+                   tokens: int, # Tokens in one micro-batch
+                   every: int, # Checkpoint every n-th decoder layer; 0: none
+                  ) -> float:
+    "Estimated GiB the backward pass holds for one micro-batch: activations and logits."
+    h, layers = config.hidden_size, config.num_hidden_layers
+    inter = getattr(config, 'intermediate_size', None) or 4 * h
+    ckpt = -(-layers // every) if every else 0  # layers 0, n, 2n, ... are checkpointed
+    per_token = 2 * (ckpt * h + (layers - ckpt) * (14 * h + 5 * inter)) + 8 * config.vocab_size
+    return tokens * per_token / GIB
+
+def least_checkpointing(config, # The model's config
+                        tokens: int, # Tokens in one micro-batch
+                        budget_gib: float, # Memory the activations may take
+                       ) -> int:
+    "The fastest checkpointing that fits `budget_gib`: 0 (none), else every n-th layer (1: all)."
+    layers = config.num_hidden_layers
+    choices = (0, *range(layers, 0, -1))  # from no checkpointing to every layer
+    fits = [n for n in choices if activation_gib(config, tokens, n) <= budget_gib]
+    return fits[0] if fits else 1
+
+# %% ../nbs/14_train.ipynb #cb3efcf7
+def _every_name(n: int) -> str:
+    return 'off' if n == 0 else 'every layer' if n == 1 else f'every {n} layers'
+
+def checkpoint_policy(cfg: Config, # Uses train and data.max_tokens
+                      model, # The loaded base model
+                      device: str, # Device from `pick_device`
+                     ) -> tuple[int, str]:
+    "Checkpoint every n-th layer (0: none) for this run, and why."
+    t = cfg.train
+    if not t.gradient_checkpointing: return 0, 'off (train.gradient_checkpointing)'
+    if t.checkpoint_every: return t.checkpoint_every, f'{_every_name(t.checkpoint_every)} (set)'
+    if not device.startswith('cuda'): return 1, 'every layer (auto: not a GPU)'
+    import torch
+    free, total = torch.cuda.mem_get_info(device)
+    room = min(t.memory_gib * GIB, total) - torch.cuda.memory_allocated(device)
+    budget = min(room, free) * 0.9 / GIB
+    tokens = t.batch_size * cfg.data.max_tokens
+    n = least_checkpointing(model.config, tokens, budget)
+    return n, (f'{_every_name(n)} (auto: ~{activation_gib(model.config, tokens, n):.1f} GiB of '
+               f'activations in a {budget:.1f} GiB budget)')
 
 # %% ../nbs/14_train.ipynb #fb8f3002
 _LIGER_TYPES = ('llama', 'mistral', 'qwen2')
@@ -126,23 +175,36 @@ def speedups(model, # The LoRA-wrapped model
     return applied
 
 # %% ../nbs/14_train.ipynb #25b9e2c6
+def _for_fsdp(trainer, dtype):
+    "Make the model shardable: one dtype throughout, LoRA layers wrapped apart (as PEFT does)."
+    import torch
+    from peft.utils.other import fsdp_auto_wrap_policy
+    for p in trainer.model.parameters():  # LoRA weights, norms: float32; FSDP flattens one dtype
+        if p.dtype == torch.float32: p.data = p.data.to(dtype)
+    trainer.accelerator.state.fsdp_plugin.auto_wrap_policy = fsdp_auto_wrap_policy(trainer.model)
+
 def make_trainer(cfg: Config, # Every setting
                  splits, # `DatasetDict` from `prepare_data`: 'train' and maybe 'eval'
                  tokenizer, # From `load_tokenizer`
                  device: str, # Device from `pick_device`
                 ):
-    "TRL's `SFTTrainer` for this run and the names of the speed-ups applied to its model."
+    "TRL's `SFTTrainer`, the speed-ups applied to its model, and the checkpointing chosen."
     from transformers import set_seed
     from trl import SFTTrainer
     attn = training_attention(cfg, device)
     set_seed(cfg.train.seed)
-    model = add_lora(load_base_model(cfg.model), cfg.lora, cfg.train.gradient_checkpointing)
+    base = load_base_model(cfg.model)
+    every, checkpointing = checkpoint_policy(cfg, base, device)
+    cfg = copy.deepcopy(cfg)
+    cfg.train.gradient_checkpointing, cfg.train.checkpoint_every = every > 0, max(every, 1)
+    model = add_lora(base, cfg.lora, every > 0)
     with modified_env(TENSORBOARD_LOGGING_DIR=str(Path(cfg.train.output_dir)/'logs')):
         trainer = SFTTrainer(model=model, args=sft_args(cfg, device, 'eval' in splits),
                              train_dataset=splits['train'], eval_dataset=splits.get('eval'),
                              processing_class=tokenizer)
     if device == 'cpu': float32_adapters(trainer.model)
-    return trainer, speedups(trainer.model, attn, device)
+    if fsdp_launch(): _for_fsdp(trainer, compute_dtype(device))
+    return trainer, speedups(trainer.model, attn, device), checkpointing
 
 # %% ../nbs/14_train.ipynb #222f4db9
 @dataclass
@@ -161,6 +223,7 @@ class RunReport:
     peak_memory_kind: str  # 'cuda allocated' or 'process max RSS'
     device: str  # Where it ran
     speedups: list[str] = field(default_factory=list)  # What `speedups` applied
+    checkpointing: str = ''  # Activation checkpointing used, and why (`checkpoint_policy`)
     data: dict = field(default_factory=dict)  # The data step's report
 
 # %% ../nbs/14_train.ipynb #60d7e65b
@@ -179,7 +242,8 @@ def _repr_markdown_(self: RunReport) -> str:
             ('tokens', f'{self.tokens_seen:,} at {self.tokens_per_s:,} tokens/s'),
             ('time', f'{self.train_time_s:.1f} s training, {self.wall_time_s:.1f} s in all'),
             ('peak memory', f'{self.peak_memory_mib:,} MiB ({self.peak_memory_kind})'),
-            ('device', f"{self.device}; speed-ups: {', '.join(self.speedups) or 'none'}")]
+            ('device', f"{self.device}; speed-ups: {', '.join(self.speedups) or 'none'}"),
+            ('checkpointing', self.checkpointing or '–')]
     return '| run | |\n|---|---|\n' + '\n'.join(f'| {k} | {v} |' for k, v in rows)
 
 # %% ../nbs/14_train.ipynb #04c7725d
@@ -234,9 +298,11 @@ def save_run(out: Path, # Run folder
              tokenizer, # Saved with the adapter
              cfg: Config, # Written to `config.json`
              report: RunReport, # Written to `report.json`, last
+             state_dict: dict|None=None, # Full weights of a sharded (FSDP) model
             ) -> Path:
     "Write the adapter, `config.json`, `loss.png` and `report.json` into the run folder `out`."
-    save_adapter(model, out/ADAPTER, cfg.model.name, tokenizer, overwrite=True)
+    save_adapter(model, out/ADAPTER, cfg.model.name, tokenizer, overwrite=True,
+                 state_dict=state_dict)
     _write_json(out/'config.json', cfg.to_dict())
     plot_losses(report, out/'loss.png')
     _write_json(out/'report.json', asdict(report))
@@ -254,12 +320,14 @@ def train(cfg: Config, # Every setting; `cfg.train.output_dir` receives the run
     tok = load_tokenizer(cfg.model.name)
     splits, data_report = prepare_data(cfg.data, tok)
     log(str(data_report))
-    trainer, fast = make_trainer(cfg, splits, tok, device)
+    trainer, fast, checkpointing = make_trainer(cfg, splits, tok, device)
     log(trainable_summary(trainer.model))
     with oom_hint(): trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
+    # FSDP holds a shard of each weight per process: every process joins in gathering them
+    full = trainer.accelerator.get_state_dict(trainer.model_wrapped) if fsdp_launch() else None
     if not trainer.is_world_process_zero(): return None
     report = run_report(trainer, time.time() - t0, _step(ckpt) if ckpt else 0, device,
-                        speedups=fast, data=asdict(data_report))
-    save_run(out, trainer.model, tok, cfg, report)
+                        speedups=fast, checkpointing=checkpointing, data=asdict(data_report))
+    save_run(out, trainer.model, tok, cfg, report, state_dict=full)
     log(f'{report}; adapter in {out/ADAPTER}')
     return report
