@@ -8,7 +8,7 @@ process; we time `--steps` optimizer steps after `--warmup` steps and count real
 Prints one table with tokens/s, peak GPU memory, the memory `train.activation_gib` expected, the
 checkpointing used, and the ratios (c)/(a), (c)/(b). Run with `make bench-train` on a CUDA machine.
 """
-import argparse, dataclasses, json, math, subprocess, sys, time
+import argparse, dataclasses, json, math, shutil, subprocess, sys, time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -20,7 +20,6 @@ SHAPES = {  # Llama-shaped models built with random weights (throughput does not
     '8b': dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
                num_attention_heads=32, num_key_value_heads=8, vocab_size=128256,
                max_position_embeddings=8192, tie_word_embeddings=False, rope_theta=500000.0)}
-SHAPE = SHAPES['1.7b']
 NO_CKPT = dict(gradient_checkpointing=False)
 PACK = dict(packing=True, packing_strategy='bfd')
 # name: (description, SFTConfig overrides, options: batch, every, dropout, attn, liger)
@@ -54,19 +53,25 @@ VARIANTS = {
 }
 
 
-def build_model(dest: Path) -> Path:
-    "Save a random-init Llama-shaped model (bf16) to `dest`, to load through the quantizing path."
+def build_model(dest: Path, # Folder to write
+                shape: dict, # LlamaConfig fields
+                skeleton: Path|None=None, # A folder whose tokenizer is copied along, if given
+                init_range: float=0.02, # Standard deviation of the random weights
+                seed: int=0) -> Path:
+    "Save a random-init Llama model of `shape` to `dest` (bf16 on a GPU), unless one is there."
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
     if (dest/'config.json').exists(): return dest
-    torch.manual_seed(0)
-    with torch.device('cuda'):
-        model = LlamaForCausalLM(LlamaConfig(**SHAPE, dtype='bfloat16', initializer_range=0.02))
-    model.to(torch.bfloat16).save_pretrained(dest)
+    if skeleton: shutil.copytree(skeleton, dest, dirs_exist_ok=True)  # config.json is replaced
+    cuda = torch.cuda.is_available()
+    torch.manual_seed(seed)
+    with torch.device('cuda' if cuda else 'cpu'):
+        model = LlamaForCausalLM(LlamaConfig(**shape, initializer_range=init_range))
+    model.to(torch.bfloat16 if cuda else torch.float32).save_pretrained(dest)
     return dest
 
 
-def make_data(n: int, max_len: int, seed: int=0, mean: int=250):
+def make_data(n: int, max_len: int, vocab: int, seed: int=0, mean: int=250):
     "Pre-tokenized prompt/completion examples with dolly-QA-like lengths."
     import random
     from datasets import Dataset
@@ -76,7 +81,7 @@ def make_data(n: int, max_len: int, seed: int=0, mean: int=250):
     for _ in range(n):
         n_tok = max(16, min(max_len, int(rng.lognormvariate(mu, sigma))))
         answer = max(2, n_tok // 6)
-        rows.append(dict(input_ids=[rng.randrange(3, SHAPE['vocab_size']) for _ in range(n_tok)],
+        rows.append(dict(input_ids=[rng.randrange(3, vocab) for _ in range(n_tok)],
                          completion_mask=[0] * (n_tok - answer) + [1] * answer))
     return Dataset.from_list(rows)
 
@@ -128,9 +133,10 @@ def run_variant(name: str, model_dir: str, steps: int, warmup: int, batch: int, 
     est = weights_gib + activation_gib(base.config, cfg.train.batch_size * max_len, every)
     model = add_lora(base, cfg.lora, args.gradient_checkpointing)
     has_tok = (Path(model_dir)/'tokenizer.json').exists()
-    tok = load_tokenizer(model_dir) if has_tok else _dummy_tokenizer()
+    vocab = base.config.vocab_size
+    tok = load_tokenizer(model_dir) if has_tok else _dummy_tokenizer(vocab)
     applied = speedups(model, training_attention(cfg, 'cuda:0'), 'cuda:0') if name[0] == 'c' else []
-    data = make_data(max(4096, (warmup + steps + 2) * cfg.train.batch_size * 4), max_len)
+    data = make_data(max(4096, (warmup + steps + 2) * cfg.train.batch_size * 4), max_len, vocab)
     trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok)
     marks = {}
     class Clock(TrainerCallback):
@@ -155,12 +161,11 @@ def run_variant(name: str, model_dir: str, steps: int, warmup: int, batch: int, 
     Path(out).write_text(json.dumps(res))
 
 
-def _dummy_tokenizer():
+def _dummy_tokenizer(vocab: int):
     "A tokenizer stand-in for pre-tokenized data: TRL only needs pad/eos ids."
     from transformers import PreTrainedTokenizerFast
     from tokenizers import Tokenizer, models
-    vocab = {f't{i}': i for i in range(SHAPE['vocab_size'])}
-    words = Tokenizer(models.WordLevel(vocab, unk_token='t0'))
+    words = Tokenizer(models.WordLevel({f't{i}': i for i in range(vocab)}, unk_token='t0'))
     tok = PreTrainedTokenizerFast(tokenizer_object=words)
     tok.add_special_tokens(dict(pad_token='t0', eos_token='t2', unk_token='t0'))
     return tok
@@ -188,13 +193,11 @@ def parse(argv=None):
 
 
 def main(argv=None):
-    global SHAPE
     a = parse(argv)
-    SHAPE = SHAPES[a.shape]
     if a.one:
         return run_variant(a.one, a.model_dir, a.steps, a.warmup, a.batch, a.max_len, a.out,
                            a.profile)
-    build_model(Path(a.model_dir))
+    build_model(Path(a.model_dir), SHAPES[a.shape])
     results = []
     for v in a.variants.split(','):
         out = Path(f'/tmp/bench-{v}.json')

@@ -37,6 +37,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO/'bench'))
+from bench_train import build_model
 SMOLLM2 = REPO/'bench'/'smollm2'  # the bundled model's config and tokenizer, without weights
 SHAPES = {  # Llama-shaped, grouped-query attention (4 query heads per key/value head)
     'gpu': dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=16,
@@ -46,21 +48,6 @@ SHAPES = {  # Llama-shaped, grouped-query attention (4 query heads per key/value
 }
 SHARE_OF_CONTROL = 0.2  # varlen/SDPA difference allowed on the first batch, share of the control's
 TIMES_REFERENCE = 3  # varlen/SDPA difference allowed, in multiples of the eager/SDPA one
-
-
-def build_model(dest: Path, shape: dict, seed: int=0) -> Path:
-    "Save a random-init Llama model of `shape` with the bundled tokenizer to `dest`."
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-    shutil.copytree(SMOLLM2, dest, dirs_exist_ok=True)  # its config.json is replaced below
-    cuda = torch.cuda.is_available()
-    config = LlamaConfig(**shape, vocab_size=49152, max_position_embeddings=2048,
-                         tie_word_embeddings=True, initializer_range=0.05, bos_token_id=1,
-                         eos_token_id=2)
-    torch.manual_seed(seed)
-    with torch.device('cuda' if cuda else 'cpu'): model = LlamaForCausalLM(config)
-    model.to(torch.bfloat16 if cuda else torch.float32).save_pretrained(dest)
-    return dest
 
 
 def make_config(model_dir: Path, out: Path, attn: str, steps: int, batch: int):
@@ -257,7 +244,9 @@ def main(argv=None) -> int:
     t0, device = time.perf_counter(), 'cpu' if a.dry_run else pick_device('cuda')
     first_attn, shape = ('sdpa', 'dry-run') if a.dry_run else ('varlen', 'gpu')
     model_dir = Path(a.model_dir or tempfile.mkdtemp(prefix='check-varlen-model-'))
-    if not (model_dir/'config.json').exists(): build_model(model_dir, SHAPES[shape])
+    llama = dict(SHAPES[shape], vocab_size=49152, max_position_embeddings=2048,
+                 tie_word_embeddings=True, bos_token_id=1, eos_token_id=2)
+    build_model(model_dir, llama, SMOLLM2, init_range=0.05)
     tok = load_tokenizer(str(model_dir))
     splits, data_report = prepare_data(DataConfig(eval_fraction=0.0), tok)
     runs = [one_run(attn, model_dir, splits, tok, device, a)

@@ -17,20 +17,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO/'bench'))
-from bench_train import SHAPES
-
-def build(skeleton: Path, dest: Path) -> Path:
-    "The 1.7B shape with random bf16 weights and the skeleton's tokenizer, saved to `dest`."
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-    if (dest/'config.json').exists(): return dest
-    shutil.copytree(skeleton, dest, dirs_exist_ok=True)
-    config = AutoConfig.from_pretrained(dest, **SHAPES['1.7b'])
-    torch.manual_seed(0)
-    with torch.device('cuda'):
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
-    model.save_pretrained(dest)
-    return dest
+from bench_train import SHAPES, build_model
 
 def train(name: str, launcher: list[str], model: Path, steps: int, log: Path) -> dict:
     "One `qlora-rag train` run; its report, or the error's last lines."
@@ -64,7 +51,7 @@ def main(argv=None):
     ap.add_argument('--json', type=Path, help='write the results here')
     a = ap.parse_args(argv)
     import torch
-    model = build(a.skeleton, Path('/tmp/multi-1.7b'))
+    model = build_model(Path('/tmp/multi-1.7b'), SHAPES['1.7b'], a.skeleton)
     n = torch.cuda.device_count()
     launch = lambda cfg: [sys.executable, '-m', 'accelerate.commands.launch', '--config_file',
                           str(REPO/cfg), '--num_processes', str(n)]

@@ -104,17 +104,17 @@ def score_all(d: Path, out_json: Path|None):
     table = {name: {m: _named(with_ci([answer_metrics(r['answers'][m], r['answer']) for r in rows]))
                     for m in ('norag', 'rag')} for name, rows in answered.items()}
     for name, scores in table.items(): print(name, json.dumps(scores))
-    rows = next(iter(answered.values()))
+    n_questions = len(next(iter(answered.values())))
     reports = [json.loads(p.read_text()) for p in sorted(d.glob('train_report*.json'))]
     trained = {n: dict(v, hardware=r['hardware'], steps=r['steps'])
                for r in reports for n, v in r['variants'].items()}
-    settings = {n: asdict(v) for rows in (1000, 3000) for n, v in variants(rows).items()}
+    def described(name, t):
+        rows = int(re.search(r'_n(\d+)$|$', name)[1] or 1000)  # variants() names the set's size
+        return dict(settings=asdict(variants(rows)[name]), rows=rows,
+                    **{k: t[k] for k in ('hardware', 'steps', 'train_s')})
     if out_json: out_json.write_text(json.dumps(dict(
-        questions=f'{len(rows)} dev questions, chunks from hybrid search, k 3',
-        trained={n: dict(settings=settings[n], rows=int(re.search(r'_n(\d+)$|$', n)[1] or 1000),
-                         **{k: t[k] for k in ('hardware', 'steps', 'train_s')})
-                 for n, t in trained.items()},
-        results=table), indent=1) + '\n')
+        questions=f'{n_questions} dev questions, chunks from hybrid search, k 3',
+        trained={n: described(n, t) for n, t in trained.items()}, results=table), indent=1) + '\n')
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
