@@ -6,9 +6,14 @@ weights), NF4 + double quant, LoRA r=16 on all linear layers, sequences of logno
 ~250 tokens, tail to `--max-len`) split into prompt and completion. Each variant runs in a fresh
 process; we time `--steps` optimizer steps after `--warmup` steps and count real (non-pad) tokens.
 Prints one table with tokens/s, peak GPU memory, the memory `train.activation_gib` expected, the
-checkpointing used, and the ratios (c)/(a), (c)/(b). Run with `make bench-train` on a CUDA machine.
+checkpointing used, MFU and the ratios (c)/(a), (c)/(b), (c)/(u). Variant (u) is Unsloth's QLoRA
+with its own recommended settings on the same model, data, LoRA settings, optimizer and steps; its
+wheels live apart from the project's (Unsloth pins older TRL/datasets): `--unsloth-path` or
+$UNSLOTH_PATH is put first on its process's path. MFU is 6 x parameters x tokens/s over the card's
+bf16 matrix peak, measured once at the start of the run. Run with `make bench-train` on a CUDA
+machine.
 """
-import argparse, dataclasses, json, math, shutil, subprocess, sys, time
+import argparse, dataclasses, json, math, os, shutil, subprocess, sys, time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,6 +33,7 @@ VARIANTS = {
           dict(packing=False, padding_free=False), {}),
     'b': ('TRL packing (bfd) + gradient checkpointing', PACK, {}),
     'c': ('qlora_rag default (sft_args, speedups, auto checkpointing)', None, {}),
+    'u': ("Unsloth: FastLanguageModel, its checkpointing, packing", PACK, dict(unsloth=True)),
     'c-gc': ('(c) without gradient checkpointing', NO_CKPT, {}),
     'c/2': ('(c) checkpointing every 2nd layer (train.checkpoint_every=2)', None, dict(every=2)),
     'c/3': ('(c) checkpointing every 3rd layer (train.checkpoint_every=3)', None, dict(every=3)),
@@ -98,7 +104,8 @@ def variant_config(name: str, model_dir: str, steps: int, warmup: int, batch: in
     t = cfg.train
     t.batch_size, t.max_steps = opts.get('batch', batch), warmup + steps
     t.output_dir = f'/tmp/bench-{name}'
-    t.save_steps = t.eval_steps = t.logging_steps = 10**6
+    t.save_steps = t.eval_steps = 10**6
+    t.logging_steps = 1  # per-step losses, compared across variants
     return cfg
 
 
@@ -109,11 +116,51 @@ def trl_args(cfg, name: str):
                                disable_tqdm=True, **(VARIANTS[name][1] or {}))
 
 
+def timed_train(trainer, steps: int, warmup: int, profile: bool=False) -> dict:
+    "Train; time `steps` optimizer steps after `warmup` ones, counting real (non-pad) tokens."
+    import torch
+    from transformers import TrainerCallback
+    marks, seen, shapes = {}, [0], []
+    collate = trainer.data_collator
+    def counting(rows):  # one count for every trainer: the tokens its collator hands the model
+        batch = collate(rows)
+        mask = batch.get('attention_mask')
+        seen[0] += int(mask.sum()) if mask is not None else batch['input_ids'].numel()
+        shapes.append(tuple(batch['input_ids'].shape))
+        return batch
+    trainer.data_collator = counting
+    class Clock(TrainerCallback):
+        def on_step_end(self, a, state, control, **kw):
+            if state.global_step in (warmup, warmup + steps):
+                torch.cuda.synchronize()
+                marks[state.global_step] = (time.perf_counter(), seen[0],
+                                            getattr(trainer, '_total_train_tokens', 0))
+            if state.global_step == warmup: torch.cuda.reset_peak_memory_stats()
+    trainer.add_callback(Clock())
+    if profile:
+        from torch.profiler import profile as prof, ProfilerActivity
+        with prof(activities=[ProfilerActivity.CUDA]) as p: trainer.train()
+        print(p.key_averages().table(sort_by='cuda_time_total', row_limit=18), file=sys.stderr)
+    else: trainer.train()
+    (t0, k0, n0), (t1, k1, n1) = marks[warmup], marks[warmup + steps]
+    return dict(tokens_per_s=(k1 - k0) / (t1 - t0), step_s=(t1 - t0) / steps,
+                tokens_per_step=(k1 - k0) / steps, trainer_tokens_per_step=(n1 - n0) / steps,
+                batches=len(shapes), last_batch=shapes[-1], losses=losses(trainer),
+                rows_per_step=trainer.args.per_device_train_batch_size
+                * trainer.args.gradient_accumulation_steps,
+                peak_gib=torch.cuda.max_memory_allocated() / 2**30,
+                gpu=torch.cuda.get_device_name())
+
+
+def losses(trainer) -> list[float]:
+    "The per-step training losses the trainer logged."
+    return [l['loss'] for l in trainer.state.log_history if 'loss' in l]
+
+
 def run_variant(name: str, model_dir: str, steps: int, warmup: int, batch: int, max_len: int,
                 out: str, profile: bool):
     "Time one variant in this process; write its result to `out`."
     import torch
-    from transformers import TrainerCallback
     from trl import SFTTrainer
     from qlora_rag.model import load_base_model, add_lora, load_tokenizer
     from qlora_rag.packing import training_attention
@@ -136,29 +183,62 @@ def run_variant(name: str, model_dir: str, steps: int, warmup: int, batch: int, 
     vocab = base.config.vocab_size
     tok = load_tokenizer(model_dir) if has_tok else _dummy_tokenizer(vocab)
     applied = speedups(model, training_attention(cfg, 'cuda:0'), 'cuda:0') if name[0] == 'c' else []
-    data = make_data(max(4096, (warmup + steps + 2) * cfg.train.batch_size * 4), max_len, vocab)
+    data = bench_data(cfg, steps, warmup, vocab)
     trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok)
-    marks = {}
-    class Clock(TrainerCallback):
-        def on_step_end(self, a, state, control, **kw):
-            if state.global_step in (warmup, warmup + steps):
-                torch.cuda.synchronize()
-                marks[state.global_step] = (time.perf_counter(), trainer._total_train_tokens)
-            if state.global_step == warmup: torch.cuda.reset_peak_memory_stats()
-    trainer.add_callback(Clock())
-    if profile:
-        from torch.profiler import profile as prof, ProfilerActivity
-        with prof(activities=[ProfilerActivity.CUDA]) as p: trainer.train()
-        print(p.key_averages().table(sort_by='cuda_time_total', row_limit=18), file=sys.stderr)
-    else: trainer.train()
-    (t0, k0), (t1, k1) = marks[warmup], marks[warmup + steps]
-    res = dict(variant=name, desc=VARIANTS[name][0], tokens_per_s=(k1 - k0) / (t1 - t0),
-               step_s=(t1 - t0) / steps, tokens_per_step=(k1 - k0) / steps,
-               peak_gib=torch.cuda.max_memory_allocated() / 2**30, gpu=torch.cuda.get_device_name(),
+    res = dict(variant=name, desc=VARIANTS[name][0], **timed_train(trainer, steps, warmup, profile),
                batch=cfg.train.batch_size, packing=args.packing, max_len=max_len,
                grad_ckpt=args.gradient_checkpointing, checkpointing=policy,
                estimate_gib=round(est, 2), params=base.num_parameters(), speedups=applied)
     Path(out).write_text(json.dumps(res))
+
+
+def bench_data(cfg, steps: int, warmup: int, vocab: int):
+    "The same rows for every variant: enough for every step, whatever the packing."
+    return make_data(max(4096, (warmup + steps + 2) * cfg.train.batch_size * 4),
+                     cfg.data.max_tokens, vocab)
+
+
+def run_unsloth(name: str, model_dir: str, steps: int, warmup: int, batch: int, max_len: int,
+                out: str, profile: bool):
+    """Time Unsloth's QLoRA in this process (unsloth is imported first, as it asks).
+    Its SFTConfig defaults stay, gradient accumulation 2 among them: 2 x `batch` rows per step."""
+    import unsloth  # noqa: F401 -- patches transformers/TRL/PEFT before they load
+    from trl import SFTTrainer, SFTConfig
+    cfg = variant_config(name, model_dir, steps, warmup, batch, max_len)
+    model, tok, params = unsloth_model(model_dir, cfg)
+    args = SFTConfig(output_dir=cfg.train.output_dir, per_device_train_batch_size=batch,
+                     max_steps=warmup + steps, learning_rate=cfg.train.learning_rate,
+                     optim='paged_adamw_8bit', bf16=True, max_length=max_len, report_to=[],
+                     save_strategy='no', logging_steps=1, disable_tqdm=True, seed=0, **PACK)
+    trainer = SFTTrainer(model=model, args=args, processing_class=tok,
+                         train_dataset=bench_data(cfg, steps, warmup, model.config.vocab_size))
+    res = dict(variant=name, desc=VARIANTS[name][0], **timed_train(trainer, steps, warmup, profile),
+               batch=batch, packing=True, max_len=max_len, grad_ckpt=True,
+               checkpointing="every layer (Unsloth's offloaded)", estimate_gib=None,
+               params=params, speedups=[f'unsloth {unsloth.__version__}'])
+    Path(out).write_text(json.dumps(res))
+
+
+def unsloth_model(model_dir: str, cfg):
+    "Unsloth's 4-bit model with LoRA as its docs recommend, the tokenizer and the params counted."
+    import torch
+    from unsloth import FastLanguageModel
+    folder = Path(f'/tmp/bench-unsloth-{Path(model_dir).name}')  # the weights plus a tokenizer
+    if not folder.exists():
+        folder.mkdir()
+        for f in Path(model_dir).iterdir(): (folder/f.name).symlink_to(f)
+        if not (folder/'tokenizer.json').exists():
+            vocab = json.loads((folder/'config.json').read_text())['vocab_size']
+            _dummy_tokenizer(vocab).save_pretrained(folder)
+    model, tok = FastLanguageModel.from_pretrained(
+        model_name=str(folder), max_seq_length=cfg.data.max_tokens, load_in_4bit=True,
+        dtype=torch.bfloat16, local_files_only=True)
+    params = model.num_parameters()
+    model = FastLanguageModel.get_peft_model(
+        model, r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=0, bias='none',
+        target_modules=['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj',
+                        'down_proj'], use_gradient_checkpointing='unsloth', random_state=0)
+    return model, tok, params
 
 
 def _dummy_tokenizer(vocab: int):
@@ -183,6 +263,8 @@ def parse(argv=None):
     ap.add_argument('--model-dir', help='random model, built once (default /tmp/bench-llama-SHAPE)')
     ap.add_argument('--json', default='bench_train.json', help='where to write the results')
     ap.add_argument('--profile', action='store_true', help='print a CUDA kernel profile of each')
+    ap.add_argument('--unsloth-path', default=os.environ.get('UNSLOTH_PATH', ''),
+                    help="folder with Unsloth and its pinned deps, put first on (u)'s path")
     ap.add_argument('--one', help=argparse.SUPPRESS)
     ap.add_argument('--out', help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
@@ -195,9 +277,10 @@ def parse(argv=None):
 def main(argv=None):
     a = parse(argv)
     if a.one:
-        return run_variant(a.one, a.model_dir, a.steps, a.warmup, a.batch, a.max_len, a.out,
-                           a.profile)
+        run = run_unsloth if VARIANTS[a.one][2].get('unsloth') else run_variant
+        return run(a.one, a.model_dir, a.steps, a.warmup, a.batch, a.max_len, a.out, a.profile)
     build_model(Path(a.model_dir), SHAPES[a.shape])
+    peak = bf16_peak_tflops()
     results = []
     for v in a.variants.split(','):
         out = Path(f'/tmp/bench-{v}.json')
@@ -205,32 +288,63 @@ def main(argv=None):
         cmd = [sys.executable, __file__, '--one', v, '--model-dir', a.model_dir, '--out', str(out),
                '--steps', str(a.steps), '--warmup', str(a.warmup), '--batch', str(a.batch),
                '--shape', a.shape, '--max-len', str(a.max_len)]
-        p = subprocess.run(cmd + (['--profile'] if a.profile else []))
+        p = subprocess.run(cmd + (['--profile'] if a.profile else []), env=variant_env(v, a))
         ok = p.returncode == 0 and out.exists()
         results.append(json.loads(out.read_text()) if ok else
                        dict(variant=v, desc=VARIANTS[v][0], error=f'exit {p.returncode}'))
         print(json.dumps(results[-1]), flush=True)
+    for r in results: r['peak_tflops'] = peak
     report(results, a.shape, a.max_len)
     Path(a.json).write_text(json.dumps(results, indent=2))
 
 
+def variant_env(name: str, a) -> dict:
+    "The environment of variant `name`'s process: Unsloth's own packages first for (u)."
+    env = dict(os.environ, HF_HUB_OFFLINE='1', TRANSFORMERS_OFFLINE='1')
+    if VARIANTS[name][2].get('unsloth') and a.unsloth_path:
+        env['PYTHONPATH'] = os.pathsep.join([a.unsloth_path, str(REPO), env.get('PYTHONPATH', '')])
+    return env
+
+
+def bf16_peak_tflops(n: int=8192, reps: int=50) -> float:
+    "The card's measured bf16 matrix peak: TFLOP/s of back-to-back n x n x n matmuls."
+    import torch
+    x = torch.randn(n, n, device='cuda', dtype=torch.bfloat16)
+    for _ in range(5): x @ x
+    torch.cuda.synchronize(); t = time.perf_counter()
+    for _ in range(reps): x @ x
+    torch.cuda.synchronize()
+    return 2 * n**3 * reps / (time.perf_counter() - t) / 1e12
+
+
+def loss_gap(r: dict, ref: dict) -> float|None:
+    "Largest relative per-step loss difference between two runs on the same batches."
+    pairs = list(zip(r.get('losses', []), ref.get('losses', [])))
+    return max(abs(x - y) / abs(y) for x, y in pairs) if pairs else None
+
+
 def report(results: list[dict], shape: str, max_len: int):
-    "Print the results table and the ratios of (c) to (a) and (b)."
+    "Print the results table: tokens/s, memory, MFU, loss gap to (b), and the ratios of (c)."
     ok = {r['variant']: r for r in results if 'error' not in r}
-    gpu = next(iter(ok.values()))['gpu'] if ok else '?'
-    print(f"\nGPU: {gpu}; Llama-shaped {shape}, NF4+DQ, LoRA r16 all-linear, paged_adamw_8bit, "
-          f"seq<={max_len}")
-    print(f"{'variant':<8}{'what':<52}{'tokens/s':>10}{'step s':>8}{'tok/step':>9}{'peak GiB':>9}"
-          f"{'est GiB':>8}  checkpointing")
+    first = next(iter(ok.values()), {})
+    peak = first.get('peak_tflops', 0)
+    params = max((r['params'] for r in ok.values()), default=0)  # 4-bit counts can be packed
+    print(f"\nGPU: {first.get('gpu', '?')} (bf16 matrix peak measured: {peak:,.0f} TFLOP/s); "
+          f"Llama-shaped {shape}, NF4+DQ, LoRA r16 all-linear, paged_adamw_8bit, seq<={max_len}")
+    print(f"{'variant':<8}{'what':<44}{'tokens/s':>10}{'step s':>8}{'peak GiB':>9}{'est GiB':>8}"
+          f"{'MFU':>6}{'loss vs b':>10}  checkpointing")
     for r in results:
-        if 'error' in r: print(f"{r['variant']:<8}{r['desc']:<52}{r['error']:>10}"); continue
-        print(f"{r['variant']:<8}{r['desc'][:51]:<52}{r['tokens_per_s']:>10,.0f}{r['step_s']:>8.2f}"
-              f"{r['tokens_per_step']:>9,.0f}{r['peak_gib']:>9.1f}{r['estimate_gib']:>8.1f}  "
-              f"{r['checkpointing']}")
-    if {'a', 'b', 'c'} <= set(ok):
-        c = ok['c']['tokens_per_s']
-        print(f"ratios: (c)/(a) = {c / ok['a']['tokens_per_s']:.2f}x, "
-              f"(c)/(b) = {c / ok['b']['tokens_per_s']:.2f}x")
+        if 'error' in r: print(f"{r['variant']:<8}{r['desc'][:43]:<44}{r['error']:>10}"); continue
+        mfu = 6 * params * r['tokens_per_s'] / (peak * 1e12) if peak else 0
+        est = f"{r['estimate_gib']:.1f}" if r.get('estimate_gib') is not None else '-'
+        gap = loss_gap(r, ok['b']) if 'b' in ok and r['packing'] else None
+        gap = f'{gap:.2%}' if gap is not None else '-'
+        print(f"{r['variant']:<8}{r['desc'][:43]:<44}{r['tokens_per_s']:>10,.0f}{r['step_s']:>8.2f}"
+              f"{r['peak_gib']:>9.1f}{est:>8}{mfu:>6.0%}{gap:>10}  {r['checkpointing']}")
+    if 'c' not in ok: return
+    c = ok['c']['tokens_per_s']
+    print('ratios: ' + ', '.join(f"(c)/({v}) = {c / ok[v]['tokens_per_s']:.2f}x"
+                                 for v in ('a', 'b', 'u') if v in ok))
 
 
 if __name__ == '__main__': main()
