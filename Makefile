@@ -8,7 +8,8 @@ STAMP := $(VENV)/.qlora_rag-installed
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo test docs lab readme outputs bench-train bench-store bench-rag bench-quality
+.PHONY: install demo test docs lab readme outputs bench-train bench-store bench-rag bench-quality \
+	bench-serve
 
 $(STAMP): settings.ini setup.py constraints.txt
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -62,6 +63,12 @@ bench-train: install bench/smollm2
 	@# One GPU vs DDP vs FSDP-QLoRA, where the machine has several GPUs
 	@if [ "$$($(PY) -c 'import torch; print(torch.cuda.device_count())')" -ge 2 ]; then \
 	  $(PY) bench/multi_gpu.py --json bench/results/multi_gpu.json; fi
+
+# Serving: batched vs one-at-a-time `qlora-rag serve` at 1, 4, 8 and 16 concurrent clients (CPU or
+# GPU), with the adapter of the run in train.output_dir (ADAPTER=DIR for another).
+ADAPTER ?=
+bench-serve: install
+	$(PY) bench/bench_serve.py $(if $(ADAPTER),--adapter $(ADAPTER)) --json bench/results/bench_serve.json
 
 # The bundled model's config and tokenizer without weights: GPU benchmarks build random-weight models
 # from it (the 98 MB weights can't travel to a GPU machine; throughput doesn't depend on them).

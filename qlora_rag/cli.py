@@ -11,8 +11,8 @@ from .core import QloraRagError, ConfigError, Config, sections, knob_docs
 
 # %% auto #0
 __all__ = ['COMMANDS', 'knob_argument', 'add_knobs', 'config_from', 'command', 'cmd_data', 'cmd_train', 'cmd_merge', 'cmd_db',
-           'cmd_ingest', 'cmd_search', 'cmd_ask', 'cmd_chat', 'cmd_eval', 'cmd_demo', 'command_parser', 'build_parser',
-           'run_command', 'main']
+           'cmd_ingest', 'cmd_search', 'cmd_ask', 'cmd_chat', 'cmd_eval', 'cmd_serve', 'cmd_demo', 'command_parser',
+           'build_parser', 'run_command', 'main']
 
 # %% ../nbs/41_cli.ipynb #41d6b2ca
 def _parse_json(text: str) -> dict:
@@ -210,6 +210,13 @@ def cmd_eval(cfg: Config,
     if not json: print(comparison_table(results))
     elif len(results) == 1: print(dumps(next(iter(results.values())).metrics))
     else: print(dumps({n: r.metrics for n, r in results.items()}))
+
+# %% ../nbs/41_cli.ipynb #88ff521b
+@command(*_ANSWER_KNOBS, 'serve')
+def cmd_serve(cfg: Config):
+    "Serve an OpenAI-compatible API and a chat page: answers with sources, many users at once."
+    from qlora_rag.serve import serve
+    serve(cfg)
 
 # %% ../nbs/41_cli.ipynb #078958eb
 @command(default_config='demo.toml')

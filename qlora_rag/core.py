@@ -17,7 +17,7 @@ __all__ = ['DEFAULT_MODEL', 'DEFAULT_EMBEDDINGS', 'QloraRagError', 'AssetError',
            'read_jsonl', 'bundled_path', 'gguf_special_ids', 'convert_gguf', 'default_model_dir', 'hub_offline',
            'resolve_model', 'pick_device', 'compute_dtype', 'redact', 'knob', 'check_fields', 'DataConfig',
            'ModelConfig', 'LoraParams', 'TrainConfig', 'StoreConfig', 'IngestConfig', 'RagConfig', 'GenConfig',
-           'Config', 'sections', 'knob_docs']
+           'ServeConfig', 'Config', 'sections', 'knob_docs']
 
 # %% ../nbs/00_core.ipynb #487a2d97
 class QloraRagError(Exception):
@@ -417,6 +417,16 @@ class GenConfig:
     top_p: float = knob(0.9, lo=0.01, hi=1.0)  # Nucleus sampling mass (when sampling)
     batch_size: int = knob(8, lo=1)  # Prompts generated together
 
+@dataclass
+class ServeConfig:
+    "Where `qlora-rag serve` listens and what one request may ask for."
+    host: str = '127.0.0.1'  # Address to listen on; any but loopback needs an API key
+    port: int = knob(8000, lo=1, hi=65535)  # TCP port
+    api_key: str = ''  # Bearer token every request must send; '' is $QLORA_RAG_API_KEY, else none
+    max_tokens: int = knob(512, lo=1, hi=4096)  # Largest `max_tokens` a request may ask for
+    max_body: int = knob(65536, lo=1024)  # Largest request body, in bytes
+    max_batch: int = knob(16, lo=1, hi=256)  # Requests generated together at most
+
 # %% ../nbs/00_core.ipynb #86be5c5d
 @dataclass
 class Config:
@@ -429,6 +439,7 @@ class Config:
     ingest: IngestConfig = field(default_factory=IngestConfig)
     rag: RagConfig = field(default_factory=RagConfig)
     gen: GenConfig = field(default_factory=GenConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
 
     def check(self) -> Config:
         "Check every section; raises `ConfigError` naming the first wrong field."
@@ -436,9 +447,10 @@ class Config:
         return self
 
     def to_dict(self) -> dict:
-        "Every setting as nested dicts, the database password hidden: a run folder keeps no secret."
+        "Every setting as nested dicts, the database password and API key hidden."
         d = asdict(self)
         d['store']['url'] = redact(d['store']['url'])
+        if d['serve']['api_key']: d['serve']['api_key'] = '***'
         return d
 
 # %% ../nbs/00_core.ipynb #c81a4532

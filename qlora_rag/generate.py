@@ -16,7 +16,8 @@ from .model import (load_tokenizer, load_base_model, load_adapter, find_adapter,
                              adapter_settings)
 
 # %% auto #0
-__all__ = ['GenerateError', 'end_token_ids', 'generate_kwargs', 'answer_complete', 'answer_pieces', 'memory_guard', 'Generator']
+__all__ = ['GenerateError', 'end_token_ids', 'generate_kwargs', 'answer_complete', 'AnswerCut', 'answer_pieces', 'memory_guard',
+           'Generator']
 
 # %% ../nbs/30_generate.ipynb #932ce837
 class GenerateError(QloraRagError):
@@ -55,19 +56,36 @@ def _settled(text: str) -> str:
         if any(m.startswith(text[-n:]) for m in END_MARKERS): return text[:-n]
     return text
 
+class AnswerCut:
+    "The answer inside a reply that arrives in pieces: what each piece adds, and when it ends."
+    def __init__(self): self.reply, self.sent, self.done = '', '', False
+
+    def add(self, piece: str, # The reply's next piece
+           ) -> str:
+        "The answer's text that `piece` adds ('' if none yet); sets `done` once the answer ended."
+        self.reply += piece
+        self.done = answer_complete(self.reply)
+        answer = extract_answer(self.reply) if self.done else _settled(self.reply.lstrip()).strip()
+        return self._send(answer)
+
+    def finish(self) -> str:
+        "What is left of the answer when the reply stops before its end marker."
+        return self._send(extract_answer(self.reply))
+
+    def _send(self, answer: str) -> str:
+        if len(answer) <= len(self.sent): return ''
+        new, self.sent = answer[len(self.sent):], answer
+        return new
+
+# %% ../nbs/30_generate.ipynb #795f2af6
 def answer_pieces(pieces: Iterable[str], # Pieces of a reply, as a streamer yields them
                  ) -> Iterator[str]:
     "Pieces of the reply's answer, stopping where it ends; they join into `extract_answer(reply)`."
-    reply, sent = '', ''
+    cut = AnswerCut()
     for piece in pieces:
-        reply += piece
-        done = answer_complete(reply)
-        answer = extract_answer(reply) if done else _settled(reply.lstrip()).strip()
-        if len(answer) > len(sent):
-            yield answer[len(sent):]
-            sent = answer
-        if done: return
-    if len(extract_answer(reply)) > len(sent): yield extract_answer(reply)[len(sent):]
+        if new := cut.add(piece): yield new
+        if cut.done: return
+    if rest := cut.finish(): yield rest
 
 # %% ../nbs/30_generate.ipynb #d46aec8c
 @contextmanager

@@ -16,7 +16,7 @@ from .generate import Generator
 
 # %% auto #0
 __all__ = ['RagError', 'check_question', 'FittedPrompt', 'fit_prompt', 'Answer', 'source_label', 'RagChain', 'retrieve_chunks',
-           'ask']
+           'source_of', 'ask']
 
 # %% ../nbs/31_rag.ipynb #cfff5d04
 class RagError(QloraRagError):
@@ -201,7 +201,10 @@ def retrieve(self: RagChain, question: str, # The question
     return retrieve_chunks(self.store, question, self.rag) if self.retrieves else []
 
 # %% ../nbs/31_rag.ipynb #b2d218bb
-def _source(doc: Document, score: float) -> dict:
+def source_of(doc: Document, # A retrieved chunk
+              score: float, # Its score
+             ) -> dict:
+    "The chunk as one of `Answer.sources`: source, section, page, chunk, score, id."
     m = doc.metadata
     return dict(source=str(m.get('source', '?')), section=m.get('section'), page=m.get('page'),
                 chunk=m.get('chunk'), score=round(float(score), 4), id=doc.id)
@@ -212,7 +215,7 @@ def prepare(self: RagChain, question: str, # The question
            ) -> tuple[str, Answer]:
     "The prompt for `question` and its chunks, and the `Answer` it starts (without its text yet)."
     fitted = fit_prompt(question, [d for d, _ in hits], self.generator, self.budget, self.style)
-    sources = [_source(d, s) for d, (_, s) in zip(fitted.docs, hits)]  # `docs` keep `hits`' order
+    sources = [source_of(d, s) for d, (_, s) in zip(fitted.docs, hits)]  # `docs` keep `hits`' order
     context = '\n\n'.join(d.page_content for d in fitted.docs)
     return fitted.prompt, Answer(question, '', sources, context, fitted.truncated, fitted.tokens)
 

@@ -39,5 +39,12 @@ else echo "nbdev_test: notebooks failed (see above)"; exit 1; fi
 echo "== docs site"
 bash tools/docs.sh
 
-echo "== pytest (LangChain's standard vector-store suite, ...)"
+echo "== headless Chromium for the chat page's browser test (Debian's chromium package)"
+if ! command -v chromium >/dev/null; then
+  SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium >/dev/null
+fi
+chromium --version
+
+echo "== pytest (the served API and chat page, LangChain's standard vector-store suite, ...)"
 $BIN/pytest -q -p no:cacheprovider tests
