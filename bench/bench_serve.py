@@ -10,6 +10,7 @@ one-at-a-time answers/s at each concurrency, the ratio to sequential serving (on
 time), the hardware, and the prefill share at one client (time to first token / answer time).
 
     python bench/bench_serve.py [--questions 32] [--adapter DIR | --no-adapter] [--no-rag]
+                                [--model M] [--json FILE]
 """
 import argparse, json, os, platform, statistics, sys, time
 from concurrent.futures import ThreadPoolExecutor
@@ -97,6 +98,7 @@ def main(argv=None):
                     'train.output_dir)')
     ap.add_argument('--no-adapter', action='store_true', help='serve the base model alone')
     ap.add_argument('--no-rag', action='store_true', help='answer without retrieval')
+    ap.add_argument('--model', default='', help='base model (default: the adapter\'s, or bundled)')
     ap.add_argument('--collection', default='bench_serve', help='collection, filled if missing')
     ap.add_argument('--json', default='bench_serve.json', help='where to write the results')
     a = ap.parse_args(argv)
@@ -104,6 +106,7 @@ def main(argv=None):
     questions = [qa[i % len(qa)] for i in range(a.questions)]
     flags = ['--max-new-tokens', str(a.max_tokens)]
     flags += ['--no-adapter'] if a.no_adapter else ['--adapter', a.adapter] if a.adapter else []
+    if a.model: flags += ['--model', a.model]
     if a.no_rag: flags.append('--no-rag')
     else:
         from qlora_rag.pipeline import ingest_corpus

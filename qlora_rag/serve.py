@@ -15,9 +15,9 @@ from .core import Config, GenConfig, InputError, QloraRagError, asset
 from .generate import AnswerCut, end_token_ids, generate_kwargs, memory_guard
 
 # %% auto #0
-__all__ = ['Job', 'Batcher', 'Message', 'RetrieveRequest', 'ChatRequest', 'RequestError', 'question_of', 'decoding', 'Metrics',
-           'Guard', 'adapter_name', 'Server', 'next_event', 'usage', 'completion', 'chunk', 'stream', 'create_app',
-           'is_loopback', 'check_bind', 'serve', 'ServerProcess']
+__all__ = ['PATHS', 'Job', 'Batcher', 'Message', 'RetrieveRequest', 'ChatRequest', 'RequestError', 'question_of', 'decoding',
+           'Metrics', 'Guard', 'adapter_name', 'Server', 'next_event', 'usage', 'completion', 'chunk', 'stream',
+           'create_app', 'is_loopback', 'check_bind', 'serve', 'ServerProcess']
 
 # %% ../nbs/42_serve.ipynb #8064d477
 @dataclass
@@ -118,7 +118,10 @@ def _loop(self: Batcher):
 def _prompt(self: Batcher, job: Job) -> str|None:
     "The job's fitted prompt, its sources sent first; `None` (the error sent) if it can't be asked."
     try: prompt, ans = self.chain.prepare(job.question, job.hits)
-    except QloraRagError as e: job.send(dict(error=str(e))); return None
+    except QloraRagError as e: job.send(dict(error=str(e), status=400)); return None
+    except Exception as e:
+        job.send(dict(error=f'could not prepare the prompt: {type(e).__name__}', status=500))
+        return None
     texts = {d.id: d.page_content for d, _ in job.hits}
     sources = [dict(s, text=texts.get(s['id'], '')) for s in ans.sources]
     job.send(dict(sources=sources, prompt_tokens=ans.prompt_tokens, truncated=ans.truncated))
@@ -146,8 +149,8 @@ def _run(self: Batcher, jobs: list[Job]):
                              stopping_criteria=StoppingCriteriaList([over]))
         for r in rows: r.end('length' if len(r.ids) >= r.job.gen.max_new_tokens else 'stop')
     except Exception as e:  # the thread must live on: the requests get the error instead
-        for r in rows:
-            if not r.over: r.over = True; r.job.send(dict(error=f'generation failed: {e}'))
+        for r in (r for r in rows if not r.over):
+            r.over = True; r.job.send(dict(error=f'generation failed: {e}', status=503))
 
 # %% ../nbs/42_serve.ipynb #38127e9e
 _NAME = r'^[A-Za-z_][A-Za-z0-9_]{0,62}$'
@@ -165,7 +168,7 @@ class RetrieveRequest(BaseModel):
     query: str = Field(min_length=1, max_length=10_000)
     k: int|None = Field(None, ge=1, le=100)
     collection: str|None = Field(None, pattern=_NAME)
-    filter: dict[str, str|int|float|bool]|None = None
+    filter: dict[str, Any]|None = None  # LangChain-style: {'source': 'a.md'}, $in, $and, ...
 
 class ChatRequest(BaseModel):
     "The body of `POST /v1/chat/completions`: OpenAI's fields and rag, k, collection, filter."
@@ -178,10 +181,10 @@ class ChatRequest(BaseModel):
     temperature: float|None = Field(None, ge=0, le=2)
     top_p: float|None = Field(None, gt=0, le=1)
     stop: str|list[str]|None = None
-    rag: bool = True
+    rag: bool|None = None  # None: as the server was started (--rag / --no-rag)
     k: int|None = Field(None, ge=1, le=100)
     collection: str|None = Field(None, pattern=_NAME)
-    filter: dict[str, str|int|float|bool]|None = None
+    filter: dict[str, Any]|None = None  # LangChain-style: {'source': 'a.md'}, $in, $and, ...
 
 # %% ../nbs/42_serve.ipynb #ea63bb72
 class RequestError(InputError):
@@ -245,6 +248,8 @@ def _error_body(message: str, param: str|None=None, kind: str='invalid_request_e
     "An OpenAI-style error body."
     return json.dumps(dict(error=dict(message=message, type=kind, param=param, code=code))).encode()
 
+PATHS = ('/', '/health', '/metrics', '/v1/models', '/v1/retrieve', '/v1/chat/completions')
+
 class Guard:
     "ASGI middleware: API key, body size limit and request counting."
     def __init__(self, app, api_key: str, max_body: int, metrics: Metrics):
@@ -253,8 +258,10 @@ class Guard:
     async def __call__(self, scope, receive, send):
         if scope['type'] != 'http': return await self.app(scope, receive, send)
         path, headers = scope['path'], dict(scope['headers'])
+        label = path if path in PATHS else 'other'  # a metric label per unknown path would grow
         async def counted(message):
-            if message['type'] == 'http.response.start': self.metrics.count(path, message['status'])
+            if message['type'] == 'http.response.start':
+                self.metrics.count(label, message['status'])
             await send(message)
         if self.key and path != '/' and not self._authorized(headers):
             return await _reply(counted, 401, _error_body('missing or wrong API key: send '
@@ -376,7 +383,7 @@ async def answer(self: Server, job: Job, request) -> dict|None:
         while 'finish' not in out:
             if (event := await next_event(q, request)) is None: return None
             timing.see(event)
-            if 'error' in event: raise RequestError(event['error'])
+            if 'error' in event: raise RequestError(event['error'], status=event['status'])
             out['text'] += event.pop('text', '')
             out.update(event)
         return out
@@ -420,7 +427,7 @@ async def stream(server: Server, job: Job, q: asyncio.Queue, first: dict, cid: s
     finally: job.cancelled.set()
 
 # %% ../nbs/42_serve.ipynb #3577da52
-def _handlers(app, metrics: Metrics):
+def _handlers(app):
     "OpenAI-style error bodies for every error the app can meet."
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import Response
@@ -450,7 +457,7 @@ def create_app(server: Server, # What the endpoints answer with
     from fastapi.concurrency import run_in_threadpool
     from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
     app = FastAPI(title='qlora_rag', docs_url=None, redoc_url=None, openapi_url=None)
-    _handlers(app, server.metrics)
+    _handlers(app)
     default = server.adapter or 'base'
 
     @app.post('/v1/chat/completions')
@@ -458,7 +465,7 @@ def create_app(server: Server, # What the endpoints answer with
         question, gen = question_of(req), decoding(req, server.cfg)
         stop = [req.stop] if isinstance(req.stop, str) else req.stop or []
         job = Job(question, [], gen, None, stop, server.use_adapter(req.model))
-        if req.rag:
+        if req.rag or (req.rag is None and server.chain.retrieves):
             job.hits = await run_in_threadpool(server.retrieve, question, req.k, req.collection,
                                                req.filter)
         cid, model = f'chatcmpl-{uuid.uuid4().hex}', req.model or default
@@ -471,7 +478,7 @@ def create_app(server: Server, # What the endpoints answer with
         if first is None or 'error' in first:
             job.cancelled.set()
             if first is None: return Response(status_code=499)
-            raise RequestError(first['error'])
+            raise RequestError(first['error'], status=first['status'])
         return StreamingResponse(stream(server, job, q, first, cid, model),
                                  media_type='text/event-stream',
                                  headers={'Cache-Control': 'no-cache'})

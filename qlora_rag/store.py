@@ -236,7 +236,8 @@ def filter_sql(flt: dict|None, # A LangChain-style metadata filter; `None` or `{
         if not isinstance(key, str) or '\x00' in key:
             raise StoreError(f"invalid filter key {key!r}")
         if key in ('$and', '$or'):
-            if not isinstance(cond, list): raise StoreError(f"{key} needs a list of filters")
+            if not isinstance(cond, list) or not cond:
+                raise StoreError(f"{key} needs a non-empty list of filters")
             subs = [filter_sql(c) for c in cond]
             part = '(' + f' {key[1:].upper()} '.join(s for s, _ in subs) + ')'
             sub_params = [p for _, ps in subs for p in ps]

@@ -120,7 +120,9 @@ REQUEST = st.fixed_dictionaries(
               'top_p': st.floats() | BODY, 'stop': st.text(max_size=5) | BODY,
               'k': st.integers(-3, 200),
               'collection': st.sampled_from([COLLECTION, 'nope', "x'; DROP TABLE y"]) | BODY,
-              'filter': BODY, 'rag': st.booleans() | BODY, 'stream': st.booleans(), 'tools': BODY})
+              'filter': BODY | st.dictionaries(st.sampled_from(['$and', '$or', 'source', '$in']),
+                                                st.lists(BODY, max_size=2) | BODY, max_size=2),
+              'rag': st.booleans() | BODY, 'stream': st.booleans(), 'tools': BODY})
 CODES = []
 
 
