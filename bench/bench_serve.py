@@ -12,23 +12,18 @@ time), the hardware, and the prefill share at one client (time to first token / 
     python bench/bench_serve.py [--questions 32] [--adapter DIR | --no-adapter] [--no-rag]
                                 [--model M] [--json FILE]
 """
-import argparse, json, os, platform, statistics, sys, time
+import argparse, json, statistics, sys, time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 import httpx
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path[:0] = [str(REPO), str(REPO/'bench')]
+from bench_rag import hardware
 from qlora_rag.core import Config, asset, read_jsonl
 from qlora_rag.serve import ServerProcess
 
 LEVELS = (1, 4, 8, 16)
-
-
-def hardware() -> str:
-    import torch
-    if torch.cuda.is_available(): return torch.cuda.get_device_name()
-    return f'{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores'
 
 
 def ask(url: str, question: str, max_tokens: int) -> dict:

@@ -30,6 +30,7 @@ class Job:
     stop: list[str] = field(default_factory=list)  # Strings that end the answer where they appear
     adapter: bool = True  # Answer with the adapter; False: the base model alone
     cancelled: threading.Event = field(default_factory=threading.Event)  # Set when the client left
+    arrived: float = field(default_factory=time.perf_counter)  # When the request came in
 
 # %% ../nbs/42_serve.ipynb #1e71166a
 class _Row:
@@ -137,7 +138,8 @@ def _run(self: Batcher, jobs: list[Job]):
     jobs, prompts = [j for j, p in zip(jobs, prompts) if p], [p for p in prompts if p]
     if not jobs: return
     self.on_batch(len(jobs))
-    rows = [_Row(j, g.tokenizer, set(end_token_ids(g.tokenizer)), self.on_cancel) for j in jobs]
+    ends = set(end_token_ids(g.tokenizer))
+    rows = [_Row(j, g.tokenizer, ends, self.on_cancel) for j in jobs]
     gen = replace(jobs[0].gen, max_new_tokens=max(j.gen.max_new_tokens for j in jobs))
     def over(input_ids, scores, **_):
         return torch.tensor([r.over for r in rows], device=input_ids.device)
@@ -357,9 +359,9 @@ def submit(self: Server, job: Job) -> asyncio.Queue:
     return q
 
 class _Timing:
-    "Time to first text and generation speed of one answer, into the metrics."
-    def __init__(self, metrics: Metrics):
-        self.metrics, self.start, self.first = metrics, time.perf_counter(), None
+    "Time from a request's arrival to its first text, and its generation speed, into the metrics."
+    def __init__(self, metrics: Metrics, job: Job):
+        self.metrics, self.start, self.first = metrics, job.arrived, None
 
     def see(self, event: dict):
         now = time.perf_counter()
@@ -378,7 +380,7 @@ async def next_event(q: asyncio.Queue, request) -> dict|None:
 @patch
 async def answer(self: Server, job: Job, request) -> dict|None:
     "The whole answer of `job`: text, sources, finish, token counts; `None` if the client left."
-    q, timing, out = self.submit(job), _Timing(self.metrics), dict(text='')
+    q, timing, out = self.submit(job), _Timing(self.metrics, job), dict(text='')
     try:
         while 'finish' not in out:
             if (event := await next_event(q, request)) is None: return None
@@ -411,7 +413,7 @@ def chunk(cid: str, model: str, delta: dict, finish: str|None=None, **extra) -> 
 # %% ../nbs/42_serve.ipynb #bb54d9ea
 async def stream(server: Server, job: Job, q: asyncio.Queue, first: dict, cid: str, model: str):
     "The server-sent events of a streamed answer, whose first event (`first`) has been read."
-    timing = _Timing(server.metrics)
+    timing = _Timing(server.metrics, job)
     try:
         yield chunk(cid, model, dict(role='assistant', content=''), sources=first['sources'])
         while True:
