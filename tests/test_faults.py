@@ -7,6 +7,7 @@ import json, os, random, re, signal, subprocess, sys, threading, time
 from pathlib import Path
 import pytest
 from hypothesis import given, settings, strategies as st, HealthCheck
+from conftest import examples
 from qlora_rag.core import Config, ConfigError
 from qlora_rag.db import StoreError, connect, start_embedded, stop_embedded, embedded_status
 from qlora_rag.db import database_url
@@ -335,7 +336,7 @@ keys = st.sampled_from(['instruction', 'response', 'context', 'category', 'extra
 records = st.dictionaries(keys, values, max_size=5)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=examples(25), deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.lists(records, min_size=1, max_size=6))
 def test_hostile_records(tmp_path_factory, rows_):
     f = tmp_path_factory.mktemp('rec') / 'data.jsonl'
@@ -360,7 +361,7 @@ def as_bytes(c) -> bytes:
     return c if isinstance(c, bytes) else c.encode('utf-8', 'surrogatepass')
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=examples(15), deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.lists(docs, min_size=1, max_size=4))
 def test_hostile_documents(tmp_path_factory, emb, contents):
     folder = tmp_path_factory.mktemp('docs')
@@ -401,7 +402,7 @@ def sql_store(tmp_path_factory, emb):
     drop('fault_sql')
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=list(HealthCheck))
 @given(
     name=sqlish, value=st.one_of(sqlish, st.integers(), st.lists(sqlish, max_size=3)), key=sqlish
 )
@@ -442,7 +443,7 @@ sections = st.dictionaries(
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=list(HealthCheck))
 @given(sections)
 def test_hostile_config(tmp_path_factory, cfg):
     f = tmp_path_factory.mktemp('cfg') / 'c.json'
