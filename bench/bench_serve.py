@@ -1,13 +1,15 @@
-"""Serving throughput and latency: batched serving vs one-at-a-time serving (`make bench-serve`).
+"""Serving speed: continuous and static batching vs one answer at a time (`make bench-serve`).
 
-Two `qlora-rag serve` processes in one run, one after the other, with the same model, adapter,
-collection and decoding: the batching server (`serve.max_batch` 16) and a one-at-a-time server
-(`--max-batch 1`, requests queue and are answered in turn). For each of 1, 4, 8 and 16 concurrent
-streaming clients, the same questions (the bundled demo questions, cycled) are asked of both; each
-client asks its next question as soon as its answer ends. Prints answers/s, time to first token
-(p50/p95, client side: request sent to first text) and answer time (p50), the ratio of batched to
-one-at-a-time answers/s at each concurrency, the ratio to sequential serving (one client, one at a
-time), the hardware, and the prefill share at one client (time to first token / answer time).
+Three `qlora-rag serve` processes in one run, one after the other, with the same model, adapter,
+collection and decoding: one-at-a-time (`--batching static --max-batch 1`: requests queue and are
+answered in turn), static batching (`--batching static`: requests arriving during a batch form the
+next one) and continuous batching (`--batching continuous`: a request joins the running batch at
+the next token). For each of 1, 4, 8 and 16 concurrent streaming clients, the same questions (the
+bundled demo questions, cycled) are asked of each; each client asks its next question as soon as
+its answer ends. Prints answers/s, time to first token (p50/p95, client side: request sent to
+first text) and answer time (p50), each server's ratio to one-at-a-time at the same concurrency
+and to sequential serving (one client, one at a time), p95 time to first token against the same
+server's at one client, the hardware, and the prefill share at one client (TTFT / answer time).
 
     python bench/bench_serve.py [--questions 32] [--adapter DIR | --no-adapter] [--no-rag]
                                 [--model M] [--json FILE]
@@ -67,20 +69,27 @@ def run_server(flags: list[str], questions: list[str], max_tokens: int, label: s
         return out
 
 
-def report(batched: list[dict], single: list[dict], hw: str):
-    "The table: both servers per concurrency, the ratios, and the prefill share."
+SERVERS = {'one-at-a-time': ['--batching', 'static', '--max-batch', '1'],
+           'static': ['--batching', 'static', '--max-batch', '16'],
+           'continuous': ['--batching', 'continuous', '--max-batch', '16']}
+
+
+def report(runs: dict[str, list[dict]], hw: str):
+    "The table: every server per concurrency, the ratios, and the prefill share."
+    single = runs['one-at-a-time']
     seq = single[0]['answers_per_s']
-    print(f"\n{hw}; {batched[0]['answers']} answers per level")
+    print(f"\n{hw}; {single[0]['answers']} answers per level")
     print('| clients | server | answers/s | TTFT p50 s | TTFT p95 s | answer p50 s | '
-          'vs one-at-a-time | vs sequential |')
-    print('|---|---|---:|---:|---:|---:|---:|---:|')
-    for b, s in zip(batched, single):
-        for r in (s, b):
+          'vs one-at-a-time | vs sequential | TTFT p95 vs 1 client |')
+    print('|---|---|---:|---:|---:|---:|---:|---:|---:|')
+    for i, s in enumerate(single):
+        for rs in runs.values():
+            r = rs[i]
             print(f"| {r['clients']} | {r['server']} | {r['answers_per_s']:.2f} | "
                   f"{r['ttft_p50']:.2f} | {r['ttft_p95']:.2f} | {r['answer_p50']:.2f} | "
                   f"{r['answers_per_s'] / s['answers_per_s']:.2f}× | "
-                  f"{r['answers_per_s'] / seq:.2f}× |")
-    share = batched[0]['ttft_p50'] / batched[0]['answer_p50']
+                  f"{r['answers_per_s'] / seq:.2f}× | {r['ttft_p95'] / rs[0]['ttft_p95']:.2f}× |")
+    share = single[0]['ttft_p50'] / single[0]['answer_p50']
     print(f"prefill share at one client (TTFT / answer time, p50): {share:.0%}")
 
 
@@ -109,15 +118,18 @@ def main(argv=None):
         ingest_corpus([asset('corpus')], cfg)
         flags += ['--collection', a.collection]
     hw = hardware()
-    single = run_server(flags + ['--max-batch', '1'], questions, a.max_tokens, 'one-at-a-time')
-    batched = run_server(flags + ['--max-batch', '16'], questions, a.max_tokens, 'batched')
-    same = sum(x == y for x, y in zip(single[0]['texts'], batched[-1]['texts']))
-    report(batched, single, hw)
-    print(f"answers of 16 batched clients equal to one-at-a-time answers: {same}/{a.questions}")
-    for r in single + batched: r.pop('texts')
+    runs = {name: run_server(flags + extra, questions, a.max_tokens, name)
+            for name, extra in SERVERS.items()}
+    report(runs, hw)
+    alone = runs['one-at-a-time'][0]['texts']
+    same = {name: sum(x == y for x, y in zip(alone, rs[-1]['texts'])) for name, rs in runs.items()}
+    for name in ('static', 'continuous'):
+        print(f"answers of 16 {name} clients equal to one-at-a-time answers: "
+              f"{same[name]}/{a.questions}")
+    for r in (r for rs in runs.values() for r in rs): r.pop('texts')
     Path(a.json).write_text(json.dumps(
         dict(hardware=hw, questions=a.questions, max_tokens=a.max_tokens, rag=not a.no_rag,
-             flags=flags, same_answers=same, one_at_a_time=single, batched=batched), indent=2))
+             flags=flags, same_answers=same, servers=runs), indent=2))
 
 
 if __name__ == '__main__': main()

@@ -426,6 +426,8 @@ class ServeConfig:
     max_tokens: int = knob(512, lo=1, hi=4096)  # Largest `max_tokens` a request may ask for
     max_body: int = knob(65536, lo=1024)  # Largest request body, in bytes
     max_batch: int = knob(16, lo=1, hi=256)  # Requests generated together at most
+    # 'continuous': a request joins the running batch at the next token; 'static': the next batch
+    batching: str = knob('continuous', ('continuous', 'static'))
 
 # %% ../nbs/00_core.ipynb #86be5c5d
 @dataclass

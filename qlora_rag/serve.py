@@ -15,9 +15,9 @@ from .core import Config, GenConfig, InputError, QloraRagError, asset
 from .generate import AnswerCut, end_token_ids, generate_kwargs, memory_guard
 
 # %% auto #0
-__all__ = ['PATHS', 'Job', 'Batcher', 'Message', 'RetrieveRequest', 'ChatRequest', 'RequestError', 'question_of', 'decoding',
-           'Metrics', 'Guard', 'adapter_name', 'Server', 'next_event', 'usage', 'completion', 'chunk', 'stream',
-           'create_app', 'is_loopback', 'check_bind', 'serve', 'ServerProcess']
+__all__ = ['PATHS', 'Job', 'Batcher', 'StepBatcher', 'Message', 'RetrieveRequest', 'ChatRequest', 'RequestError', 'question_of',
+           'decoding', 'Metrics', 'Guard', 'adapter_name', 'Server', 'next_event', 'usage', 'completion', 'chunk',
+           'stream', 'create_app', 'is_loopback', 'check_bind', 'serve', 'ServerProcess']
 
 # %% ../nbs/42_serve.ipynb #8064d477
 @dataclass
@@ -38,9 +38,11 @@ class _Row:
     def __init__(self, job: Job, tokenizer, ends: set[int], on_cancel: Callable):
         self.job, self.tok, self.ends, self.on_cancel = job, tokenizer, ends, on_cancel
         self.ids, self.text, self.out, self.cut, self.over = [], '', '', AnswerCut(), False
+        self.seen = 0  # tokens handed to `add`, end tokens included
 
     def add(self, token: int):
         "The row's next generated token."
+        self.seen += 1
         if self.over: return
         if self.job.cancelled.is_set(): self.over = True; return self.on_cancel()
         if token in self.ends: return self.end('stop')
@@ -69,9 +71,10 @@ class _Row:
             self.job.send(dict(finish=reason, tokens=len(self.ids)))
 
 # %% ../nbs/42_serve.ipynb #68facefc
-def _group_key(job: Job) -> tuple:
-    sampling = (job.gen.temperature, job.gen.top_p) if job.gen.temperature > 0 else ()
-    return (job.adapter, *sampling)
+def _sampling(gen: GenConfig) -> tuple:
+    return (gen.temperature, gen.top_p) if gen.temperature > 0 else ()
+
+def _group_key(job: Job) -> tuple: return (job.adapter, *_sampling(job.gen))
 
 class _RowsStreamer:
     "A `generate` streamer that hands each step's new tokens to their rows."
@@ -153,6 +156,81 @@ def _run(self: Batcher, jobs: list[Job]):
     except Exception as e:  # the thread must live on: the requests get the error instead
         for r in (r for r in rows if not r.over):
             r.over = True; r.job.send(dict(error=f'generation failed: {e}', status=503))
+
+# %% ../nbs/42_serve.ipynb #ce41290c
+class StepBatcher(Batcher):
+    "Continuous batching: a request joins the running batch at its next decoding step."
+    def __init__(self, chain, # A `RagChain`: its generator answers with its `gen` decoding
+                 max_batch: int=16, # Answers decoded together at most; more wait their turn
+                 on_batch: Callable[[int], Any]=lambda n: None, # Called with the running count
+                 on_cancel: Callable[[], Any]=lambda: None, # Called for each job its client left
+                ):
+        from transformers import ContinuousBatchingConfig, GenerationConfig
+        g = chain.generator
+        self.key = (g.has_adapter, *_sampling(chain.gen))  # the jobs the manager can decode
+        self.ends = set(end_token_ids(g.tokenizer))
+        self.rows: dict[str, _Row] = {}
+        cb = ContinuousBatchingConfig(  # cache: 2,048 tokens per answer; prefill: 2,048 per step
+            max_requests_per_batch=max_batch, num_blocks=8 * max_batch, page_size=256,
+            max_batch_tokens=2048, auto_switch_to_flash=False)
+        self.manager = g.model.init_continuous_batching(
+            GenerationConfig(**generate_kwargs(chain.gen, g.tokenizer)), cb)
+        starter = threading.Thread(target=self.manager.start, daemon=True)  # so its thread is one
+        starter.start(); starter.join()
+        threading.Thread(target=self._read, name='qlora-rag-reader', daemon=True).start()
+        super().__init__(chain, max_batch, on_batch, on_cancel)
+
+# %% ../nbs/42_serve.ipynb #d463ca18
+_STOPPED = 'the generation loop stopped; restart the server'
+
+@patch
+def _run(self: StepBatcher, jobs: list[Job]):
+    "Jobs the manager can decode join it; others run as a static batch while it pauses."
+    if (jobs[0].adapter and self.key[0], *_sampling(jobs[0].gen)) == self.key:
+        for job in jobs: self._add(job)
+    elif not self.manager.is_running():  # it can't pause
+        for job in jobs: job.send(dict(error=f'generation failed: {_STOPPED}', status=503))
+    else:
+        with self.manager.pause(): Batcher._run(self, jobs)
+
+@patch
+def _add(self: StepBatcher, job: Job):
+    "Hand one job's prompt to the manager, with a row that will receive its tokens."
+    if (prompt := self._prompt(job)) is None: return
+    rid, tok = uuid.uuid4().hex, self.chain.generator.tokenizer
+    self.rows[rid] = _Row(job, tok, self.ends, self.on_cancel)
+    self.on_batch(len(self.rows))
+    if self.manager.add_request(tok(prompt).input_ids, rid, job.gen.max_new_tokens,
+                                streaming=True, eos_token_id=sorted(self.ends)) is None:
+        self._fail(rid, _STOPPED)
+
+@patch
+def _fail(self: StepBatcher, rid: str, why: str):
+    if (row := self.rows.pop(rid, None)) and not row.over:
+        row.over = True; row.job.send(dict(error=f'generation failed: {why}', status=503))
+
+# %% ../nbs/42_serve.ipynb #05847e89
+@patch
+def _read(self: StepBatcher):
+    "Hand each answer's new tokens to its row, for as long as the server runs."
+    while True:
+        out = self.manager.get_result(timeout=1.0)
+        if out is not None: self._deliver(out)
+        elif not self.manager.is_running():  # it died: nothing running will finish
+            for rid in list(self.rows): self._fail(rid, _STOPPED)
+            time.sleep(0.5)
+
+@patch
+def _deliver(self: StepBatcher, out):
+    "One output of the manager: the tokens its answer has so far, and whether it finished."
+    if (row := self.rows.get(out.request_id)) is None: return  # ended already
+    if out.error: return self._fail(out.request_id, out.error)
+    for token in out.generated_tokens[row.seen:]: row.add(token)
+    if out.is_finished():
+        row.end('length' if len(row.ids) >= row.job.gen.max_new_tokens else 'stop')
+    if row.over:
+        self.rows.pop(out.request_id, None)
+        if not out.is_finished(): self.manager.cancel_request(out.request_id)
 
 # %% ../nbs/42_serve.ipynb #38127e9e
 _NAME = r'^[A-Za-z_][A-Za-z0-9_]{0,62}$'
@@ -304,7 +382,8 @@ class Server:
                  chain, # The `RagChain` that answers: generator, default store, retrieval settings
                 ):
         self.cfg, self.chain, self.metrics = cfg, chain, Metrics()
-        self.batcher = Batcher(chain, cfg.serve.max_batch, self.metrics.batch.observe,
+        batcher = StepBatcher if cfg.serve.batching == 'continuous' else Batcher
+        self.batcher = batcher(chain, cfg.serve.max_batch, self.metrics.batch.observe,
                                self.metrics.cancelled.inc)
         self.stores = {chain.store.collection: chain.store} if chain.store else {}
         self.lock = threading.Lock()  # one retrieval at a time: stores share connections
