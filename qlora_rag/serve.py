@@ -308,7 +308,8 @@ class Metrics:
                                      'Request arrival to first answer text', registry=r)
         self.speed = Histogram('qlora_rag_tokens_per_second', 'Generated tokens/s of each answer',
                                buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000), registry=r)
-        self.batch = Histogram('qlora_rag_batch_size', 'Answers generated together',
+        self.batch = Histogram('qlora_rag_batch_size', 'Answers generated together (continuous '
+                               'batching: the answers running as one joins)',
                                buckets=(1, 2, 4, 8, 16, 32, 64), registry=r)
         self.cancelled = Counter('qlora_rag_cancelled', 'Answers stopped: their client left',
                                  registry=r)
