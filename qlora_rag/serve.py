@@ -12,7 +12,8 @@ from fastapi import Request
 from fastcore.basics import patch
 from pydantic import BaseModel, ConfigDict, Field
 from .core import Config, GenConfig, InputError, QloraRagError, asset
-from .generate import AnswerCut, end_token_ids, generate_kwargs, memory_guard
+from .generate import (AnswerCut, GenerateError, end_token_ids, generate_kwargs,
+                                memory_guard)
 
 # %% auto #0
 __all__ = ['PATHS', 'Job', 'Batcher', 'StepBatcher', 'Message', 'RetrieveRequest', 'ChatRequest', 'RequestError', 'question_of',
@@ -175,6 +176,10 @@ class StepBatcher(Batcher):
             max_batch_tokens=2048, auto_switch_to_flash=False)
         self.manager = g.model.init_continuous_batching(
             GenerationConfig(**generate_kwargs(chain.gen, g.tokenizer)), cb)
+        try: self.manager.warmup()  # allocates the cache (and captures CUDA graphs) now
+        except MemoryError:
+            why = f'the answer cache for {max_batch} requests (2,048 tokens each) does not fit'
+            raise GenerateError(f'{why} in memory: lower serve.max_batch (--max-batch)') from None
         starter = threading.Thread(target=self.manager.start, daemon=True)  # so its thread is one
         starter.start(); starter.join()
         threading.Thread(target=self._read, name='qlora-rag-reader', daemon=True).start()
@@ -212,13 +217,11 @@ def _fail(self: StepBatcher, rid: str, why: str):
 # %% ../nbs/42_serve.ipynb #05847e89
 @patch
 def _read(self: StepBatcher):
-    "Hand each answer's new tokens to its row, for as long as the server runs."
-    while True:
-        out = self.manager.get_result(timeout=1.0)
-        if out is not None: self._deliver(out)
-        elif not self.manager.is_running():  # it died: nothing running will finish
-            for rid in list(self.rows): self._fail(rid, _STOPPED)
-            time.sleep(0.5)
+    "Hand each answer's new tokens to its row until the manager stops; then fail the unfinished."
+    while self.manager.is_running():
+        if (out := self.manager.get_result(timeout=1.0)) is not None: self._deliver(out)
+    while (out := self.manager.get_result(timeout=0)) is not None: self._deliver(out)
+    for rid in list(self.rows): self._fail(rid, _STOPPED)
 
 @patch
 def _deliver(self: StepBatcher, out):
