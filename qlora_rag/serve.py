@@ -171,9 +171,10 @@ class StepBatcher(Batcher):
         self.key = (g.has_adapter, *_sampling(chain.gen))  # the jobs the manager can decode
         self.ends = set(end_token_ids(g.tokenizer))
         self.rows: dict[str, _Row] = {}
-        cb = ContinuousBatchingConfig(  # cache: 2,048 tokens per answer; prefill: 2,048 per step
-            max_requests_per_batch=max_batch, num_blocks=8 * max_batch, page_size=256,
-            max_batch_tokens=2048, auto_switch_to_flash=False)
+        blocks = max(8 * max_batch, -(-g.window // 256))  # 2,048 tokens an answer; a full window
+        cb = ContinuousBatchingConfig(max_requests_per_batch=max_batch, num_blocks=blocks,
+                                      page_size=256, max_batch_tokens=2048,  # prefill per step
+                                      auto_switch_to_flash=False)
         self.manager = g.model.init_continuous_batching(
             GenerationConfig(**generate_kwargs(chain.gen, g.tokenizer)), cb)
         try: self.manager.warmup()  # allocates the cache (and captures CUDA graphs) now
