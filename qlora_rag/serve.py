@@ -34,6 +34,8 @@ class Job:
     arrived: float = field(default_factory=time.perf_counter)  # When the request came in
 
 # %% ../nbs/42_serve.ipynb #1e71166a
+def _failure(why: str) -> dict: return dict(error=f'generation failed: {why}', status=503)
+
 class _Row:
     "One job inside a running batch: decodes its tokens, cuts its answer, sends its events."
     def __init__(self, job: Job, tokenizer, ends: set[int], on_cancel: Callable):
@@ -62,6 +64,14 @@ class _Row:
         if hits: piece = text[len(self.out):min(hits)]
         if piece: self.job.send(dict(text=piece)); self.out += piece
         if hits: self.end('stop', flush=False)
+
+    def close(self):
+        "End a row its generation left open: it used all its tokens, or it stopped."
+        self.end('length' if len(self.ids) >= self.job.gen.max_new_tokens else 'stop')
+
+    def fail(self, why: str):
+        "End the row with a 503 error event instead of a finish."
+        if not self.over: self.over = True; self.job.send(_failure(why))
 
     def end(self, reason: str, flush: bool=True):
         "Finish the row: send what is left of its answer, then why it ended."
@@ -153,10 +163,9 @@ def _run(self: Batcher, jobs: list[Job]):
             g.model.generate(**g._encode(prompts), **generate_kwargs(gen, g.tokenizer),
                              streamer=_RowsStreamer(rows),
                              stopping_criteria=StoppingCriteriaList([over]))
-        for r in rows: r.end('length' if len(r.ids) >= r.job.gen.max_new_tokens else 'stop')
+        for r in rows: r.close()
     except Exception as e:  # the thread must live on: the requests get the error instead
-        for r in (r for r in rows if not r.over):
-            r.over = True; r.job.send(dict(error=f'generation failed: {e}', status=503))
+        for r in rows: r.fail(e)
 
 # %% ../nbs/42_serve.ipynb #ce41290c
 class StepBatcher(Batcher):
@@ -195,7 +204,7 @@ def _run(self: StepBatcher, jobs: list[Job]):
     if (jobs[0].adapter and self.key[0], *_sampling(jobs[0].gen)) == self.key:
         for job in jobs: self._add(job)
     elif not self.manager.is_running():  # it can't pause
-        for job in jobs: job.send(dict(error=f'generation failed: {_STOPPED}', status=503))
+        for job in jobs: job.send(_failure(_STOPPED))
     else:
         with self.manager.pause(): Batcher._run(self, jobs)
 
@@ -212,8 +221,7 @@ def _add(self: StepBatcher, job: Job):
 
 @patch
 def _fail(self: StepBatcher, rid: str, why: str):
-    if (row := self.rows.pop(rid, None)) and not row.over:
-        row.over = True; row.job.send(dict(error=f'generation failed: {why}', status=503))
+    if row := self.rows.pop(rid, None): row.fail(why)
 
 # %% ../nbs/42_serve.ipynb #05847e89
 @patch
@@ -231,7 +239,7 @@ def _deliver(self: StepBatcher, out):
     if out.error: return self._fail(out.request_id, out.error)
     for token in out.generated_tokens[row.seen:]: row.add(token)
     if out.is_finished():
-        row.end('length' if len(row.ids) >= row.job.gen.max_new_tokens else 'stop')
+        row.close()
     if row.over:
         self.rows.pop(out.request_id, None)
         if not out.is_finished(): self.manager.cancel_request(out.request_id)
