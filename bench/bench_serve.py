@@ -6,10 +6,12 @@ answered in turn), static batching (`--batching static`: requests arriving durin
 next one) and continuous batching (`--batching continuous`: a request joins the running batch at
 the next token). For each of 1, 4, 8 and 16 concurrent streaming clients, the same questions (the
 bundled demo questions, cycled) are asked of each; each client asks its next question as soon as
-its answer ends. Prints answers/s, time to first token (p50/p95, client side: request sent to
-first text) and answer time (p50), each server's ratio to one-at-a-time at the same concurrency
-and to sequential serving (one client, one at a time), p95 time to first token against the same
-server's at one client, the hardware, and the prefill share at one client (TTFT / answer time).
+its answer ends. Each server first answers every question once at 16 clients, a warm-up (a
+server with CUDA graphs captures one graph per batch shape the first time it meets it). Prints
+answers/s, time to first token (p50/p95, client side: request sent to first text) and answer time
+(p50), each server's ratio to one-at-a-time at the same concurrency and to sequential serving (one
+client, one at a time), p95 time to first token against the same server's at one client and against
+sequential serving's, the hardware, and the prefill share at one client (TTFT / answer time).
 
     python bench/bench_serve.py [--questions 32] [--adapter DIR | --no-adapter] [--no-rag]
                                 [--model M] [--json FILE]
@@ -58,9 +60,9 @@ def run_level(url: str, questions: list[str], clients: int, max_tokens: int) -> 
 
 
 def run_server(flags: list[str], questions: list[str], max_tokens: int, label: str) -> list[dict]:
-    "Every concurrency level against one server; a warm-up question first."
+    "Every concurrency level against one server, after a warm-up pass of the questions."
     with ServerProcess(*flags) as s:
-        ask(s.url, questions[0], max_tokens)
+        run_level(s.url, questions, LEVELS[-1], max_tokens)  # CUDA graphs are captured by shape
         out = []
         for n in LEVELS:
             out.append(dict(run_level(s.url, questions, n, max_tokens), server=label))
@@ -80,15 +82,16 @@ def report(runs: dict[str, list[dict]], hw: str):
     seq = single[0]['answers_per_s']
     print(f"\n{hw}; {single[0]['answers']} answers per level")
     print('| clients | server | answers/s | TTFT p50 s | TTFT p95 s | answer p50 s | '
-          'vs one-at-a-time | vs sequential | TTFT p95 vs 1 client |')
-    print('|---|---|---:|---:|---:|---:|---:|---:|---:|')
+          'vs one-at-a-time | vs sequential | TTFT p95 vs 1 client | TTFT p95 vs sequential |')
+    print('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|')
     for i, s in enumerate(single):
         for rs in runs.values():
             r = rs[i]
             print(f"| {r['clients']} | {r['server']} | {r['answers_per_s']:.2f} | "
                   f"{r['ttft_p50']:.2f} | {r['ttft_p95']:.2f} | {r['answer_p50']:.2f} | "
                   f"{r['answers_per_s'] / s['answers_per_s']:.2f}× | "
-                  f"{r['answers_per_s'] / seq:.2f}× | {r['ttft_p95'] / rs[0]['ttft_p95']:.2f}× |")
+                  f"{r['answers_per_s'] / seq:.2f}× | {r['ttft_p95'] / rs[0]['ttft_p95']:.2f}× | "
+                  f"{r['ttft_p95'] / single[0]['ttft_p95']:.2f}× |")
     share = single[0]['ttft_p50'] / single[0]['answer_p50']
     print(f"prefill share at one client (TTFT / answer time, p50): {share:.0%}")
 
@@ -126,10 +129,12 @@ def main(argv=None):
     for name in ('static', 'continuous'):
         print(f"answers of 16 {name} clients equal to one-at-a-time answers: "
               f"{same[name]}/{a.questions}")
+    differ = {name: [[x, y] for x, y in zip(alone, rs[-1]['texts']) if x != y]
+              for name, rs in runs.items()}
     for r in (r for rs in runs.values() for r in rs): r.pop('texts')
     Path(a.json).write_text(json.dumps(
         dict(hardware=hw, questions=a.questions, max_tokens=a.max_tokens, rag=not a.no_rag,
-             flags=flags, same_answers=same, servers=runs), indent=2))
+             flags=flags, same_answers=same, differences=differ, servers=runs), indent=2))
 
 
 if __name__ == '__main__': main()

@@ -183,7 +183,10 @@ class StepBatcher(Batcher):
         blocks = max(8 * max_batch, -(-g.window // 256))  # 2,048 tokens an answer; a full window
         cb = ContinuousBatchingConfig(max_requests_per_batch=max_batch, num_blocks=blocks,
                                       page_size=256, max_batch_tokens=2048,  # prefill per step
-                                      auto_switch_to_flash=False)
+                                      auto_switch_to_flash=False,
+                                      use_cuda_graph=g.model.device.type == 'cuda',
+                                      q_padding_interval_size=256,  # one CUDA graph per
+                                      kv_padding_interval_size=1024)  # 256 new, 1,024 seen tokens
         self.manager = g.model.init_continuous_batching(
             GenerationConfig(**generate_kwargs(chain.gen, g.tokenizer)), cb)
         try: self.manager.warmup()  # allocates the cache (and captures CUDA graphs) now
