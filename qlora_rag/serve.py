@@ -165,7 +165,7 @@ def _run(self: Batcher, jobs: list[Job]):
                              stopping_criteria=StoppingCriteriaList([over]))
         for r in rows: r.close()
     except Exception as e:  # the thread must live on: the requests get the error instead
-        for r in rows: r.fail(e)
+        for r in rows: r.fail(str(e))
 
 # %% ../nbs/42_serve.ipynb #ce41290c
 class StepBatcher(Batcher):
@@ -181,12 +181,12 @@ class StepBatcher(Batcher):
         self.ends = set(end_token_ids(g.tokenizer))
         self.rows: dict[str, _Row] = {}
         blocks = max(8 * max_batch, -(-g.window // 256))  # 2,048 tokens an answer; a full window
+        # On a GPU: CUDA graphs, one per batch shape, padded to 256 new and 1,024 cached tokens
         cb = ContinuousBatchingConfig(max_requests_per_batch=max_batch, num_blocks=blocks,
                                       page_size=256, max_batch_tokens=2048,  # prefill per step
                                       auto_switch_to_flash=False,
                                       use_cuda_graph=g.model.device.type == 'cuda',
-                                      q_padding_interval_size=256,  # one CUDA graph per
-                                      kv_padding_interval_size=1024)  # 256 new, 1,024 seen tokens
+                                      q_padding_interval_size=256, kv_padding_interval_size=1024)
         self.manager = g.model.init_continuous_batching(
             GenerationConfig(**generate_kwargs(chain.gen, g.tokenizer)), cb)
         try: self.manager.warmup()  # allocates the cache (and captures CUDA graphs) now
