@@ -39,6 +39,13 @@ VARIANTS = {
     'c/3': ('(c) checkpointing every 3rd layer (train.checkpoint_every=3)', None, dict(every=3)),
     'c/4': ('(c) checkpointing every 4th layer (train.checkpoint_every=4)', None, dict(every=4)),
     'c+bs16': ('(c) with 16 rows per step', None, dict(batch=16)),
+    'c/1': ('(c) checkpointing every layer (train.checkpoint_every=1)', None, dict(every=1)),
+    'c/1+off': ("(c/1) + TRL's activation offloading to CPU memory",
+                dict(activation_offloading=True), dict(every=1)),
+    'c/1+off+bs4': ('(c/1+off) with 4 rows per step', dict(activation_offloading=True),
+                    dict(every=1, batch=4)),
+    'c/1+off+bs2': ('(c/1+off) with 2 rows per step', dict(activation_offloading=True),
+                    dict(every=1, batch=2)),
     'c-gc/4': ('(c) no checkpointing, 4 rows per step', NO_CKPT, dict(batch=4)),
     # exploration: one change at a time on top of (b)
     'b+liger': ('(b) + Liger RMSNorm/SwiGLU/RoPE kernels', PACK, dict(liger=True)),
@@ -164,7 +171,7 @@ def run_variant(name: str, model_dir: str, steps: int, warmup: int, batch: int, 
     from trl import SFTTrainer
     from qlora_rag.model import load_base_model, add_lora, load_tokenizer
     from qlora_rag.packing import training_attention
-    from qlora_rag.train import speedups, checkpoint_policy, activation_gib
+    from qlora_rag.train import speedups, checkpoint_policy, offload_policy, activation_gib
     cfg = variant_config(name, model_dir, steps, warmup, batch, max_len)
     if VARIANTS[name][2].get('liger'):
         from liger_kernel.transformers import apply_liger_kernel_to_llama
@@ -175,6 +182,9 @@ def run_variant(name: str, model_dir: str, steps: int, warmup: int, batch: int, 
     if name[0] == 'c':  # qlora_rag's own choice, as `train.make_trainer` makes it
         every, policy = checkpoint_policy(cfg, base, 'cuda:0')
         cfg.train.gradient_checkpointing, cfg.train.checkpoint_every = every > 0, max(every, 1)
+        offload, why = offload_policy(cfg, base, 'cuda:0', every)
+        cfg.train.offload_activations = 'on' if offload else 'off'
+        if offload: policy += f'; activations offloaded ({why})'
     args = trl_args(cfg, name)
     every = max(cfg.train.checkpoint_every, 1) if args.gradient_checkpointing else 0
     est = weights_gib + activation_gib(base.config, cfg.train.batch_size * max_len, every)

@@ -363,6 +363,9 @@ class TrainConfig:
     # the least checkpointing that fits train.memory_gib, on a CPU every layer
     checkpoint_every: int = knob(0, lo=0)
     memory_gib: float = knob(24.0, lo=0.5)  # GPU memory a run may fill (less if the card has less)
+    # Keep the checkpointed activations in CPU memory until the backward pass (GPU only); auto: on
+    # when the activations of the checkpointing chosen don't fit train.memory_gib
+    offload_activations: str = knob('auto', ('auto', 'on', 'off'))
     optim: str = 'auto'  # 'auto', or a transformers optimizer name such as 'adamw_torch'
     save_steps: int = knob(100, lo=1)  # Save a checkpoint every N steps
     save_total_limit: int = knob(2, lo=1)  # Checkpoints kept

@@ -17,8 +17,8 @@ from .packing import training_attention, use_varlen_attention
 
 # %% auto #0
 __all__ = ['GIB', 'TrainError', 'last_checkpoint', 'check_output_dir', 'oom_hint', 'sft_args', 'activation_gib',
-           'least_checkpointing', 'checkpoint_policy', 'speedups', 'make_trainer', 'RunReport', 'run_report',
-           'plot_losses', 'save_run', 'train']
+           'least_checkpointing', 'activation_budget', 'checkpoint_policy', 'offload_policy', 'speedups',
+           'make_trainer', 'RunReport', 'run_report', 'plot_losses', 'save_run', 'train']
 
 # %% ../nbs/14_train.ipynb #e81a229d
 class TrainError(QloraRagError):
@@ -99,6 +99,7 @@ def sft_args(cfg: Config, # The full config; uses train and data.max_tokens
         packing=t.packing, packing_strategy='bfd', padding_free=t.packing,
         max_length=cfg.data.max_tokens, gradient_checkpointing=t.gradient_checkpointing,
         gradient_checkpointing_kwargs={'use_reentrant': fsdp, **every},
+        activation_offloading=t.offload_activations == 'on',
         bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16,
         save_strategy='steps', save_steps=t.save_steps, save_total_limit=t.save_total_limit,
         eval_strategy='steps' if has_eval else 'no', eval_steps=t.eval_steps,
@@ -133,6 +134,15 @@ def least_checkpointing(config, # The model's config
 def _every_name(n: int) -> str:
     return 'off' if n == 0 else 'every layer' if n == 1 else f'every {n} layers'
 
+def activation_budget(cfg: Config, # Uses train.memory_gib
+                      device: str, # A CUDA device
+                     ) -> float:
+    "GiB the activations may take on `device`: `train.memory_gib` or the card, less what is held."
+    import torch
+    free, total = torch.cuda.mem_get_info(device)
+    room = min(cfg.train.memory_gib * GIB, total) - torch.cuda.memory_allocated(device)
+    return min(room, free) * 0.9 / GIB
+
 def checkpoint_policy(cfg: Config, # Uses train and data.max_tokens
                       model, # The loaded base model
                       device: str, # Device from `pick_device`
@@ -142,14 +152,29 @@ def checkpoint_policy(cfg: Config, # Uses train and data.max_tokens
     if not t.gradient_checkpointing: return 0, 'off (train.gradient_checkpointing)'
     if t.checkpoint_every: return t.checkpoint_every, f'{_every_name(t.checkpoint_every)} (set)'
     if not device.startswith('cuda'): return 1, 'every layer (auto: not a GPU)'
-    import torch
-    free, total = torch.cuda.mem_get_info(device)
-    room = min(t.memory_gib * GIB, total) - torch.cuda.memory_allocated(device)
-    budget = min(room, free) * 0.9 / GIB
-    tokens = t.batch_size * cfg.data.max_tokens
+    budget, tokens = activation_budget(cfg, device), t.batch_size * cfg.data.max_tokens
     n = least_checkpointing(model.config, tokens, budget)
     return n, (f'{_every_name(n)} (auto: ~{activation_gib(model.config, tokens, n):.1f} GiB of '
                f'activations in a {budget:.1f} GiB budget)')
+
+# %% ../nbs/14_train.ipynb #683b678d
+def offload_policy(cfg: Config, # Uses train and data.max_tokens
+                   model, # The loaded base model
+                   device: str, # Device from `pick_device`
+                   every: int, # The checkpointing chosen: every n-th layer, 0 none
+                  ) -> tuple[bool, str]:
+    "Whether this run keeps its checkpointed activations in CPU memory, and why."
+    wanted = cfg.train.offload_activations
+    usable = device.startswith('cuda') and every > 0
+    if wanted == 'on' and not usable:
+        raise TrainError(f"{_knob('train.offload_activations', 'on')} needs a CUDA GPU and "
+                         f"{_knob('train.gradient_checkpointing')} on; here the device is {device}")
+    if wanted != 'auto': return wanted == 'on', f'{wanted} (set)'
+    if not usable: return False, 'off (auto: nothing checkpointed on a GPU)'
+    budget = activation_budget(cfg, device)
+    need = activation_gib(model.config, cfg.train.batch_size * cfg.data.max_tokens, every)
+    return need > budget, (f"{'on' if need > budget else 'off'} (auto: ~{need:.1f} GiB of "
+                           f'activations in a {budget:.1f} GiB budget)')
 
 # %% ../nbs/14_train.ipynb #fb8f3002
 _LIGER_TYPES = ('llama', 'mistral', 'qwen2')
@@ -195,8 +220,11 @@ def make_trainer(cfg: Config, # Every setting
     set_seed(cfg.train.seed)
     base = load_base_model(cfg.model)
     every, checkpointing = checkpoint_policy(cfg, base, device)
+    offload, why = offload_policy(cfg, base, device, every)
+    if offload: checkpointing += f'; activations offloaded to CPU memory ({why})'
     cfg = copy.deepcopy(cfg)
     cfg.train.gradient_checkpointing, cfg.train.checkpoint_every = every > 0, max(every, 1)
+    cfg.train.offload_activations = 'on' if offload else 'off'
     model = add_lora(base, cfg.lora, every > 0)
     with modified_env(TENSORBOARD_LOGGING_DIR=str(Path(cfg.train.output_dir)/'logs')):
         trainer = SFTTrainer(model=model, args=sft_args(cfg, device, 'eval' in splits),
