@@ -60,12 +60,17 @@ async def ask_all(url: str, questions: list[str], clients: int, max_tokens: int)
         return res, time.perf_counter() - start
 
 
+def percentile(xs, p: float) -> float:
+    "The `p` quantile of `xs` (0-1), the nearest rank at or below it."
+    xs = sorted(xs); return xs[int(p * (len(xs) - 1))]
+
+
 def run_level(url: str, questions: list[str], clients: int, max_tokens: int) -> dict:
     "`clients` streaming clients share the questions, each asking its next when its answer ends."
     res, wall = asyncio.run(ask_all(url, questions, clients, max_tokens))
-    ttft = sorted(r['ttft'] for r in res)
+    ttft = [r['ttft'] for r in res]
     return dict(clients=clients, answers=len(res), seconds=wall, answers_per_s=len(res) / wall,
-                ttft_p50=statistics.median(ttft), ttft_p95=ttft[int(0.95 * (len(ttft) - 1))],
+                ttft_p50=statistics.median(ttft), ttft_p95=percentile(ttft, 0.95),
                 answer_p50=statistics.median(r['total'] for r in res),
                 texts=[r['text'] for r in res])
 

@@ -171,7 +171,7 @@ def run_variant(name: str, model_dir: str, steps: int, warmup: int, batch: int, 
     from trl import SFTTrainer
     from qlora_rag.model import load_base_model, add_lora, load_tokenizer
     from qlora_rag.packing import training_attention
-    from qlora_rag.train import speedups, checkpoint_policy, offload_policy, activation_gib
+    from qlora_rag.train import speedups, memory_plan, activation_gib
     cfg = variant_config(name, model_dir, steps, warmup, batch, max_len)
     if VARIANTS[name][2].get('liger'):
         from liger_kernel.transformers import apply_liger_kernel_to_llama
@@ -180,11 +180,7 @@ def run_variant(name: str, model_dir: str, steps: int, warmup: int, batch: int, 
     base = load_base_model(cfg.model)
     weights_gib, policy = torch.cuda.memory_allocated() / 2**30, 'every layer (TRL)'
     if name[0] == 'c':  # qlora_rag's own choice, as `train.make_trainer` makes it
-        every, policy = checkpoint_policy(cfg, base, 'cuda:0')
-        cfg.train.gradient_checkpointing, cfg.train.checkpoint_every = every > 0, max(every, 1)
-        offload, why = offload_policy(cfg, base, 'cuda:0', every)
-        cfg.train.offload_activations = 'on' if offload else 'off'
-        if offload: policy += f'; activations offloaded ({why})'
+        cfg, policy = memory_plan(cfg, base, 'cuda:0')
     args = trl_args(cfg, name)
     every = max(cfg.train.checkpoint_every, 1) if args.gradient_checkpointing else 0
     est = weights_gib + activation_gib(base.config, cfg.train.batch_size * max_len, every)

@@ -17,7 +17,7 @@ from .packing import training_attention, use_varlen_attention
 
 # %% auto #0
 __all__ = ['GIB', 'TrainError', 'last_checkpoint', 'check_output_dir', 'oom_hint', 'sft_args', 'activation_gib',
-           'least_checkpointing', 'activation_budget', 'checkpoint_policy', 'offload_policy', 'speedups',
+           'least_checkpointing', 'activation_budget', 'checkpoint_policy', 'offload_policy', 'memory_plan', 'speedups',
            'make_trainer', 'RunReport', 'run_report', 'plot_losses', 'save_run', 'train']
 
 # %% ../nbs/14_train.ipynb #e81a229d
@@ -170,11 +170,26 @@ def offload_policy(cfg: Config, # Uses train and data.max_tokens
         raise TrainError(f"{_knob('train.offload_activations', 'on')} needs a CUDA GPU and "
                          f"{_knob('train.gradient_checkpointing')} on; here the device is {device}")
     if wanted != 'auto': return wanted == 'on', f'{wanted} (set)'
-    if not usable: return False, 'off (auto: nothing checkpointed on a GPU)'
+    if not usable: return False, 'off (auto: needs a GPU and checkpointing)'
     budget = activation_budget(cfg, device)
     need = activation_gib(model.config, cfg.train.batch_size * cfg.data.max_tokens, every)
     return need > budget, (f"{'on' if need > budget else 'off'} (auto: ~{need:.1f} GiB of "
                            f'activations in a {budget:.1f} GiB budget)')
+
+# %% ../nbs/14_train.ipynb #2ebe2d61
+def memory_plan(cfg: Config, # Uses train and data.max_tokens
+                model, # The loaded base model
+                device: str, # Device from `pick_device`
+               ) -> tuple[Config, str]:
+    "A copy of `cfg` with this run's checkpointing and offloading decided, and what was chosen."
+    every, said = checkpoint_policy(cfg, model, device)
+    offload, why = offload_policy(cfg, model, device, every)
+    if offload: said += f'; activation offloading {why}'
+    cfg = copy.deepcopy(cfg)
+    t = cfg.train
+    t.gradient_checkpointing, t.checkpoint_every = every > 0, max(every, 1)
+    t.offload_activations = 'on' if offload else 'off'
+    return cfg, said
 
 # %% ../nbs/14_train.ipynb #fb8f3002
 _LIGER_TYPES = ('llama', 'mistral', 'qwen2')
@@ -219,13 +234,8 @@ def make_trainer(cfg: Config, # Every setting
     attn = training_attention(cfg, device)
     set_seed(cfg.train.seed)
     base = load_base_model(cfg.model)
-    every, checkpointing = checkpoint_policy(cfg, base, device)
-    offload, why = offload_policy(cfg, base, device, every)
-    if offload: checkpointing += f'; activations offloaded to CPU memory ({why})'
-    cfg = copy.deepcopy(cfg)
-    cfg.train.gradient_checkpointing, cfg.train.checkpoint_every = every > 0, max(every, 1)
-    cfg.train.offload_activations = 'on' if offload else 'off'
-    model = add_lora(base, cfg.lora, every > 0)
+    cfg, checkpointing = memory_plan(cfg, base, device)
+    model = add_lora(base, cfg.lora, cfg.train.gradient_checkpointing)
     with modified_env(TENSORBOARD_LOGGING_DIR=str(Path(cfg.train.output_dir)/'logs')):
         trainer = SFTTrainer(model=model, args=sft_args(cfg, device, 'eval' in splits),
                              train_dataset=splits['train'], eval_dataset=splits.get('eval'),

@@ -5,7 +5,7 @@ import json, os, time
 import qlora_rag.serve as S
 
 _out = open(os.environ['QLORA_RAG_TRACE'], 'a', buffering=1)
-_add, _deliver = S.StepBatcher._add, S.StepBatcher._deliver
+_add, _deliver, _submit = S.StepBatcher._add, S.StepBatcher._deliver, S.Batcher.submit
 
 def add(self, job):
     job.t_take = time.perf_counter()
@@ -28,9 +28,9 @@ def deliver(self, out):
     return _deliver(self, out)
 
 def submit(self, job):
+    "Called by `Server.submit` on the event loop, after it set `job.send`: wrap that to time it."
     import asyncio
-    loop, q = asyncio.get_running_loop(), asyncio.Queue()
-    send = lambda e: loop.call_soon_threadsafe(q.put_nowait, e)
+    loop, send = asyncio.get_running_loop(), job.send
     def traced(e):
         if 'text' in e and not hasattr(job, 't_send'):
             job.t_send = time.perf_counter()
@@ -44,7 +44,6 @@ def submit(self, job):
             _out.write(json.dumps(dict(step=job.step)) + '\n')
         send(e)
     job.send = traced
-    self.batcher.submit(job)
-    return q
+    _submit(self, job)
 
-S.StepBatcher._add, S.StepBatcher._deliver, S.Server.submit = add, deliver, submit
+S.StepBatcher._add, S.StepBatcher._deliver, S.Batcher.submit = add, deliver, submit

@@ -11,7 +11,7 @@ stage inside the server and the median decoding step.
 import json, os, statistics, sys
 from pathlib import Path
 sys.path[:0] = ['bench']
-from bench_serve import run_level
+from bench_serve import percentile, run_level
 from qlora_rag.core import asset, read_jsonl
 from qlora_rag.serve import ServerProcess
 
@@ -28,13 +28,11 @@ STAGES = [('queue', 'arrived', 't_take'), ('prep', 't_take', 't_created'),
           ('read', 't_first', 't_read'), ('cut', 't_read', 't_send'), ('loop', 't_send', 't_loop'),
           ('server', 'arrived', 't_loop')]
 
-def pct(xs, p): xs = sorted(xs); return xs[int(p * (len(xs) - 1))]
-
 def summary(lines):
     reqs = [r for r in lines if 'arrived' in r and r.get('t_sched')]
     steps = [r['step'] for r in lines if 'step' in r]
-    parts = [f"{name} {1e3*pct([r[b]-r[a] for r in reqs], .5):.0f}/"
-             f"{1e3*pct([r[b]-r[a] for r in reqs], .95):.0f}" for name, a, b in STAGES]
+    parts = [f"{name} {1e3*percentile([r[b]-r[a] for r in reqs], .5):.0f}/"
+             f"{1e3*percentile([r[b]-r[a] for r in reqs], .95):.0f}" for name, a, b in STAGES]
     return (f"  server ms p50/p95 (n={len(reqs)}): " + ', '.join(parts) +
             (f"; decode step {1e3*statistics.median(steps):.1f} ms" if steps else ''))
 
