@@ -47,7 +47,7 @@ outputs: install
 
 # Benchmarks: each prints ratios against a baseline measured in the same run, and the hardware;
 # results go to bench/results/ and nbs/explanations/benchmarks.ipynb.
-# GPU training throughput (needs CUDA, bitsandbytes, trl; liger-kernel where installed). Unsloth runs
+# GPU training throughput (needs CUDA, bitsandbytes, trl; liger-kernel for c-compile). Unsloth runs
 # beside it when UNSLOTH_PATH names a folder holding it and its pinned packages
 # (pip install --target FOLDER unsloth): it is kept apart from the project's TRL and datasets.
 UNSLOTH_PATH ?=
@@ -55,8 +55,9 @@ export UNSLOTH_PATH
 comma := ,
 WITH_U := $(if $(UNSLOTH_PATH),$(comma)u)
 bench-train: install bench/smollm2
-	$(PY) bench/bench_train.py --variants a,b,c$(WITH_U) --json bench/results/bench_train_1.7b.json
-	$(PY) bench/bench_train.py --shape 8b --variants b,c$(WITH_U) \
+	$(PY) bench/bench_train.py --variants a,b,c,c-compile,c/1+off$(WITH_U) \
+	  --json bench/results/bench_train_1.7b.json
+	$(PY) bench/bench_train.py --shape 8b --variants b,c,c/1+off$(WITH_U) \
 	  --json bench/results/bench_train_8b.json
 	$(PY) bench/bench_train.py --shape 8b --max-len 2048 --variants b,c$(WITH_U) \
 	  --json bench/results/bench_train_8b_2048.json

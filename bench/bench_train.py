@@ -27,12 +27,14 @@ SHAPES = {  # Llama-shaped models built with random weights (throughput does not
                max_position_embeddings=8192, tie_word_embeddings=False, rope_theta=500000.0)}
 NO_CKPT = dict(gradient_checkpointing=False)
 PACK = dict(packing=True, packing_strategy='bfd')
-# name: (description, SFTConfig overrides, options: batch, every, dropout, attn, liger)
+# name: (description, SFTConfig overrides, options: batch, accum, every, dropout, attn, liger,
+#        compile)
 VARIANTS = {
     'a': ('seed-style: TRL, pad to longest, gradient checkpointing',
           dict(packing=False, padding_free=False), {}),
     'b': ('TRL packing (bfd) + gradient checkpointing', PACK, {}),
     'c': ('qlora_rag default (sft_args, speedups, auto checkpointing)', None, {}),
+    'c-compile': ('(c) with Liger kernels instead of torch.compile', None, dict(compile='off')),
     'u': ("Unsloth: FastLanguageModel, its checkpointing, packing", PACK, dict(unsloth=True)),
     'c-gc': ('(c) without gradient checkpointing', NO_CKPT, {}),
     'c/2': ('(c) checkpointing every 2nd layer (train.checkpoint_every=2)', None, dict(every=2)),
@@ -46,6 +48,8 @@ VARIANTS = {
                     dict(every=1, batch=4)),
     'c/1+off+bs2': ('(c/1+off) with 2 rows per step', dict(activation_offloading=True),
                     dict(every=1, batch=2)),
+    'c/1+off+ga2': ('(c/1+off), 8 rows per step as 2 micro-batches of 4',
+                    dict(activation_offloading=True), dict(every=1, batch=4, accum=2)),
     'c-gc/4': ('(c) no checkpointing, 4 rows per step', NO_CKPT, dict(batch=4)),
     # exploration: one change at a time on top of (b)
     'b+liger': ('(b) + Liger RMSNorm/SwiGLU/RoPE kernels', PACK, dict(liger=True)),
@@ -110,6 +114,7 @@ def variant_config(name: str, model_dir: str, steps: int, warmup: int, batch: in
     if 'every' in opts: cfg.train.checkpoint_every = opts['every']
     t = cfg.train
     t.batch_size, t.max_steps = opts.get('batch', batch), warmup + steps
+    t.grad_accum, t.compile = opts.get('accum', 1), opts.get('compile', t.compile)
     t.output_dir = f'/tmp/bench-{name}'
     t.save_steps = t.eval_steps = 10**6
     t.logging_steps = 1  # per-step losses, compared across variants
@@ -188,7 +193,8 @@ def run_variant(name: str, model_dir: str, steps: int, warmup: int, batch: int, 
     has_tok = (Path(model_dir)/'tokenizer.json').exists()
     vocab = base.config.vocab_size
     tok = load_tokenizer(model_dir) if has_tok else _dummy_tokenizer(vocab)
-    applied = speedups(model, training_attention(cfg, 'cuda:0'), 'cuda:0') if name[0] == 'c' else []
+    applied = (speedups(model, training_attention(cfg, 'cuda:0'), 'cuda:0', cfg.train.compile)
+               if name[0] == 'c' else [])
     data = bench_data(cfg, steps, warmup, vocab)
     trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok)
     res = dict(variant=name, desc=VARIANTS[name][0], **timed_train(trainer, steps, warmup, profile),

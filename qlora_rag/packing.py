@@ -4,7 +4,6 @@
 
 # %% ../nbs/13_packing.ipynb #2009f42b
 from __future__ import annotations
-from functools import cache
 from .core import QloraRagError, ConfigError, Config
 
 # %% auto #0
@@ -41,12 +40,15 @@ def packed_metadata(position_ids, # (1, tokens): positions restarting at 0 for e
     return meta
 
 # %% ../nbs/13_packing.ipynb #3c81ccab
-@cache
+_CAUSAL = {}  # how `varlen_attn` is told to be causal; a plain dict, so torch.compile can read it
+
 def _causal() -> dict:
-    import inspect
-    from torch.nn.attention.varlen import varlen_attn
-    if 'window_size' in inspect.signature(varlen_attn).parameters: return dict(window_size=(-1, 0))
-    return dict(is_causal=True)  # torch 2.10
+    if not _CAUSAL:
+        import inspect
+        from torch.nn.attention.varlen import varlen_attn
+        window = 'window_size' in inspect.signature(varlen_attn).parameters  # not in torch 2.10
+        _CAUSAL.update(dict(window_size=(-1, 0)) if window else dict(is_causal=True))
+    return _CAUSAL
 
 def _flash_varlen(q, k, v, # (tokens, heads, head_dim), keys and values with as many heads as q
                   cu, # int32 cumulative example lengths
@@ -98,6 +100,7 @@ def use_varlen_attention(model, # A transformers model, or a PEFT model around o
     from transformers.masking_utils import AttentionMaskInterface, flash_attention_mask
     AttentionInterface.register(VARLEN, varlen_attention)
     AttentionMaskInterface.register(VARLEN, flash_attention_mask)
+    _causal()  # asked once here, outside any compiled layer
     base = model.get_base_model() if hasattr(model, 'get_base_model') else model
     base.set_attn_implementation(VARLEN)
     return model

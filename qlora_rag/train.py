@@ -17,8 +17,8 @@ from .packing import training_attention, use_varlen_attention
 
 # %% auto #0
 __all__ = ['GIB', 'TrainError', 'last_checkpoint', 'check_output_dir', 'oom_hint', 'sft_args', 'activation_gib',
-           'least_checkpointing', 'activation_budget', 'checkpoint_policy', 'offload_policy', 'memory_plan', 'speedups',
-           'make_trainer', 'RunReport', 'run_report', 'plot_losses', 'save_run', 'train']
+           'least_checkpointing', 'activation_budget', 'checkpoint_policy', 'offload_policy', 'memory_plan',
+           'compile_layers', 'speedups', 'make_trainer', 'RunReport', 'run_report', 'plot_losses', 'save_run', 'train']
 
 # %% ../nbs/14_train.ipynb #e81a229d
 class TrainError(QloraRagError):
@@ -204,14 +204,32 @@ def _liger(model) -> bool:
                                     cross_entropy=False, fused_linear_cross_entropy=False)
     return True
 
+def compile_layers(model, # A transformers model, or a PEFT model around one
+                  ) -> int:
+    "Compile each decoder layer's parts (attention, MLP, norms) in place; returns the layers."
+    import torch
+    from transformers.modeling_layers import GradientCheckpointingLayer
+    base = model.get_base_model() if hasattr(model, 'get_base_model') else model
+    layers = [m for m in base.modules() if isinstance(m, GradientCheckpointingLayer)]
+    parts = [p for layer in layers for p in layer.children()]  # checkpointing stays outside
+    dynamo = torch._dynamo.config  # each part may keep a graph of its own (its index differs)
+    dynamo.recompile_limit = max(dynamo.recompile_limit, 2 * len(parts))
+    dynamo.accumulated_recompile_limit = max(dynamo.accumulated_recompile_limit, 4 * len(parts))
+    for part in parts: part.compile(dynamic=True)  # packed batches vary in length
+    return len(layers)
+
 def speedups(model, # The LoRA-wrapped model
              attn: str, # The attention from `training_attention`
              device: str, # Device from `pick_device`
+             compile: str='auto', # `train.compile`: auto compiles on a CUDA GPU
             ) -> list[str]:
-    "Apply the CUDA speed-ups that fit this run; return their names."
-    applied = []
+    "Apply the speed-ups that fit this run; return their names."
+    applied, cuda = [], device.startswith('cuda')
+    compiling = compile == 'on' or (compile == 'auto' and cuda)
     if attn == 'varlen': use_varlen_attention(model); applied.append('varlen-attention')
-    if device.startswith('cuda') and _liger(model): applied.append('liger-kernels')
+    # torch.compile can't trace into Liger's kernels, and fuses the same operations itself
+    if cuda and not compiling and _liger(model): applied.append('liger-kernels')
+    if compiling: applied.append(f'torch.compile (layers: {compile_layers(model)})')
     return applied
 
 # %% ../nbs/14_train.ipynb #25b9e2c6
@@ -242,7 +260,7 @@ def make_trainer(cfg: Config, # Every setting
                              processing_class=tokenizer)
     if device == 'cpu': float32_adapters(trainer.model)
     if fsdp_launch(): _for_fsdp(trainer, compute_dtype(device))
-    return trainer, speedups(trainer.model, attn, device), checkpointing
+    return trainer, speedups(trainer.model, attn, device, cfg.train.compile), checkpointing
 
 # %% ../nbs/14_train.ipynb #222f4db9
 @dataclass
