@@ -367,7 +367,7 @@ class TrainConfig:
     # when the activations of the checkpointing chosen don't fit train.memory_gib
     offload_activations: str = knob('auto', ('auto', 'on', 'off'))
     # Compile each decoder layer with torch.compile (fused kernels, less Python per step); auto: on
-    # a CUDA GPU
+    # a CUDA GPU, except under FSDP
     compile: str = knob('auto', ('auto', 'on', 'off'))
     optim: str = 'auto'  # 'auto', or a transformers optimizer name such as 'adamw_torch'
     save_steps: int = knob(100, lo=1)  # Save a checkpoint every N steps

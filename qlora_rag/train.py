@@ -221,11 +221,11 @@ def compile_layers(model, # A transformers model, or a PEFT model around one
 def speedups(model, # The LoRA-wrapped model
              attn: str, # The attention from `training_attention`
              device: str, # Device from `pick_device`
-             compile: str='auto', # `train.compile`: auto compiles on a CUDA GPU
+             compile: str='auto', # `train.compile`: auto compiles on a CUDA GPU, unless under FSDP
             ) -> list[str]:
     "Apply the speed-ups that fit this run; return their names."
     applied, cuda = [], device.startswith('cuda')
-    compiling = compile == 'on' or (compile == 'auto' and cuda)
+    compiling = compile == 'on' or (compile == 'auto' and cuda and not fsdp_launch())
     if attn == 'varlen': use_varlen_attention(model); applied.append('varlen-attention')
     # torch.compile can't trace into Liger's kernels, and fuses the same operations itself
     if cuda and not compiling and _liger(model): applied.append('liger-kernels')
