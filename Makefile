@@ -55,7 +55,7 @@ export UNSLOTH_PATH
 comma := ,
 WITH_U := $(if $(UNSLOTH_PATH),$(comma)u)
 bench-train: install bench/smollm2
-	$(PY) bench/bench_train.py --variants a,b,c,c-compile,c/1+off$(WITH_U) \
+	$(PY) bench/bench_train.py --variants a,b,c,c-compile,c/1+off,c/1+off+ga2+d0$(WITH_U) \
 	  --json bench/results/bench_train_1.7b.json
 	$(PY) bench/bench_train.py --shape 8b --variants b,c,c/1+off$(WITH_U) \
 	  --json bench/results/bench_train_8b.json

@@ -27,7 +27,8 @@ SHAPES = {  # Llama-shaped models built with random weights (throughput does not
                max_position_embeddings=8192, tie_word_embeddings=False, rope_theta=500000.0)}
 NO_CKPT = dict(gradient_checkpointing=False)
 PACK = dict(packing=True, packing_strategy='bfd')
-# name: (description, SFTConfig overrides, options: batch, every, dropout, attn, liger, compile)
+# name: (description, SFTConfig overrides, options: batch, accum, every, dropout, attn, liger,
+#       compile)
 VARIANTS = {
     'a': ('seed-style: TRL, pad to longest, gradient checkpointing',
           dict(packing=False, padding_free=False), {}),
@@ -47,6 +48,13 @@ VARIANTS = {
                     dict(every=1, batch=4)),
     'c/1+off+bs2': ('(c/1+off) with 2 rows per step', dict(activation_offloading=True),
                     dict(every=1, batch=2)),
+    'c/1+off+ga2': ('(c/1+off), 2 micro-batches of 4 rows per step',
+                    dict(activation_offloading=True), dict(every=1, batch=4, accum=2)),
+    'c/1+off+d0': ('(c/1+off) with LoRA dropout 0, as (u)', dict(activation_offloading=True),
+                   dict(every=1, dropout=0.0)),
+    'c/1+off+ga2+d0': ('(c/1+off+ga2) with LoRA dropout 0, as (u)',
+                       dict(activation_offloading=True),
+                       dict(every=1, batch=4, accum=2, dropout=0.0)),
     'c-gc/4': ('(c) no checkpointing, 4 rows per step', NO_CKPT, dict(batch=4)),
     # exploration: one change at a time on top of (b)
     'b+liger': ('(b) + Liger RMSNorm/SwiGLU/RoPE kernels', PACK, dict(liger=True)),
@@ -111,6 +119,7 @@ def variant_config(name: str, model_dir: str, steps: int, warmup: int, batch: in
     if 'every' in opts: cfg.train.checkpoint_every = opts['every']
     t = cfg.train
     t.batch_size, t.max_steps = opts.get('batch', batch), warmup + steps
+    t.grad_accum = opts.get('accum', 1)
     t.compile = opts.get('compile', t.compile)
     t.output_dir = f'/tmp/bench-{name}'
     t.save_steps = t.eval_steps = 10**6
@@ -350,6 +359,11 @@ def report(results: list[dict], shape: str, max_len: int):
         gap = f'{gap:.2%}' if gap is not None else '-'
         print(f"{r['variant']:<8}{r['desc'][:43]:<44}{r['tokens_per_s']:>10,.0f}{r['step_s']:>8.2f}"
               f"{r['peak_gib']:>9.1f}{est:>8}{mfu:>6.0%}{gap:>10}  {r['checkpointing']}")
+    if 'u' in ok:
+        u = ok['u']
+        print('vs (u): ' + ', '.join(f"({v}) {r['tokens_per_s'] / u['tokens_per_s']:.2f}x at "
+                                     f"{r['peak_gib']:.1f} GiB" for v, r in ok.items() if v != 'u')
+              + f" ((u): {u['peak_gib']:.1f} GiB)")
     if 'c' not in ok: return
     c = ok['c']['tokens_per_s']
     print('ratios: ' + ', '.join(f"(c)/({v}) = {c / ok[v]['tokens_per_s']:.2f}x"
