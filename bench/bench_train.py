@@ -28,7 +28,7 @@ SHAPES = {  # Llama-shaped models built with random weights (throughput does not
 NO_CKPT = dict(gradient_checkpointing=False)
 PACK = dict(packing=True, packing_strategy='bfd')
 # name: (description, SFTConfig overrides, options: batch, accum, every, dropout, attn, liger,
-#       compile)
+#        compile)
 VARIANTS = {
     'a': ('seed-style: TRL, pad to longest, gradient checkpointing',
           dict(packing=False, padding_free=False), {}),
@@ -48,11 +48,7 @@ VARIANTS = {
                     dict(every=1, batch=4)),
     'c/1+off+bs2': ('(c/1+off) with 2 rows per step', dict(activation_offloading=True),
                     dict(every=1, batch=2)),
-    'c/1+off+ga2': ('(c/1+off), 2 micro-batches of 4 rows per step',
-                    dict(activation_offloading=True), dict(every=1, batch=4, accum=2)),
-    'c/1+off+d0': ('(c/1+off) with LoRA dropout 0, as (u)', dict(activation_offloading=True),
-                   dict(every=1, dropout=0.0)),
-    'c/1+off+ga2+d0': ('(c/1+off+ga2) with LoRA dropout 0, as (u)',
+    'c/1+off+ga2+d0': ('(c/1+off) as 2 micro-batches of 4 rows, LoRA dropout 0 as (u)',
                        dict(activation_offloading=True),
                        dict(every=1, batch=4, accum=2, dropout=0.0)),
     'c-gc/4': ('(c) no checkpointing, 4 rows per step', NO_CKPT, dict(batch=4)),
@@ -119,8 +115,7 @@ def variant_config(name: str, model_dir: str, steps: int, warmup: int, batch: in
     if 'every' in opts: cfg.train.checkpoint_every = opts['every']
     t = cfg.train
     t.batch_size, t.max_steps = opts.get('batch', batch), warmup + steps
-    t.grad_accum = opts.get('accum', 1)
-    t.compile = opts.get('compile', t.compile)
+    t.grad_accum, t.compile = opts.get('accum', 1), opts.get('compile', t.compile)
     t.output_dir = f'/tmp/bench-{name}'
     t.save_steps = t.eval_steps = 10**6
     t.logging_steps = 1  # per-step losses, compared across variants
