@@ -1,19 +1,26 @@
-"""QLoRA training throughput: seed-style TRL vs TRL with packing vs qlora_rag's default.
+"""QLoRA training throughput: seed-style TRL vs TRL with packing vs qlora_rag's default vs Unsloth.
 
-Same model, same data, same optimizer for every variant: a Llama-shaped model (`--shape`: 1.7B, or
-Llama-3-8B's shape) built from a config with random weights (throughput does not depend on the
-weights), NF4 + double quant, LoRA r=16 on all linear layers, sequences of lognormal length (mean
-~250 tokens, tail to `--max-len`) split into prompt and completion. Each variant runs in a fresh
-process; we time `--steps` optimizer steps after `--warmup` steps and count real (non-pad) tokens.
-Prints one table with tokens/s, peak GPU memory, the memory `train.activation_gib` expected, the
-checkpointing used, MFU and the ratios (c)/(a), (c)/(b), (c)/(u). Variant (u) is Unsloth's QLoRA
-with its own recommended settings on the same model, data, LoRA settings, optimizer and steps; its
-wheels live apart from the project's (Unsloth pins older TRL/datasets): `--unsloth-path` or
-$UNSLOTH_PATH is put first on its process's path. MFU is 6 x parameters x tokens/s over the card's
-bf16 matrix peak, measured once at the start of the run. Run with `make bench-train` on a CUDA
-machine.
+Same model, same data, same optimizer for every variant: a Llama-shaped model (1.7B, or Llama-3-8B's
+shape) built from a config with random weights (throughput does not depend on the weights), NF4 +
+double quant, LoRA r=16 on all linear layers, sequences of lognormal length (mean ~250 tokens, tail
+to the group's longest) split into prompt and completion. Each variant runs in a fresh process on
+one GPU; we time `--steps` optimizer steps after `--warmup` steps and count real (non-pad) tokens.
+
+A run is a list of groups, `SHAPE[@MAX_LEN]:VARIANT,...` (e.g. `8b@2048:b,c,u`). Its jobs (one per
+group and variant) are spread over the machine's GPUs, one job per GPU at a time, each GPU taking
+the next job as it finishes one; every job's result is kept in `--work`, so a run stopped by
+`--stop-after` (or killed) continues where it was when it is started again. `--multi-gpu` then runs
+`bench/multi_gpu.py` (one GPU, DDP, FSDP-QLoRA) on all GPUs. The report prints, per group, one table
+with tokens/s, peak GPU memory, the memory `train.activation_gib` expected, the checkpointing used,
+MFU, the per-step loss gap to (b) and the ratios of (c) and against (u); then the multi-GPU figures.
+
+Variant (u) is Unsloth's QLoRA with its own recommended settings on the same model, data, LoRA
+settings, optimizer and steps; its wheels live apart from the project's (Unsloth pins older
+TRL/datasets): `--unsloth-path` or $UNSLOTH_PATH is put first on its process's path. MFU is 6 x
+parameters x tokens/s over the bf16 matrix peak of the GPU the job ran on, measured on each GPU at
+the start of the run. Run with `make bench-train` on a CUDA machine.
 """
-import argparse, dataclasses, json, math, os, shutil, subprocess, sys, time
+import argparse, dataclasses, fcntl, json, math, os, shutil, subprocess, sys, time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,6 +42,8 @@ VARIANTS = {
     'b': ('TRL packing (bfd) + gradient checkpointing', PACK, {}),
     'c': ('qlora_rag default (sft_args, speedups, auto checkpointing)', None, {}),
     'c-compile': ('(c) with Liger kernels instead of torch.compile', None, dict(compile='off')),
+    'c+layers': ('(c) compiling whole decoder layers (train.compile=layers)', None,
+                 dict(compile='layers')),
     'u': ("Unsloth: FastLanguageModel, its checkpointing, packing", PACK, dict(unsloth=True)),
     'c-gc': ('(c) without gradient checkpointing', NO_CKPT, {}),
     'c/2': ('(c) checkpointing every 2nd layer (train.checkpoint_every=2)', None, dict(every=2)),
@@ -51,6 +60,12 @@ VARIANTS = {
     'c/1+off+ga2+d0': ('(c/1+off) as 2 micro-batches of 4 rows, LoRA dropout 0 as (u)',
                        dict(activation_offloading=True),
                        dict(every=1, batch=4, accum=2, dropout=0.0)),
+    'c/1+off+ga4+d0': ('(c/1+off) as 4 micro-batches of 2 rows, LoRA dropout 0 as (u)',
+                       dict(activation_offloading=True),
+                       dict(every=1, batch=2, accum=4, dropout=0.0)),
+    'c/1+off+ga2+d0+layers': ('(c/1+off+ga2+d0) compiling whole decoder layers',
+                              dict(activation_offloading=True),
+                              dict(every=1, batch=4, accum=2, dropout=0.0, compile='layers')),
     'c-gc/4': ('(c) no checkpointing, 4 rows per step', NO_CKPT, dict(batch=4)),
     # exploration: one change at a time on top of (b)
     'b+liger': ('(b) + Liger RMSNorm/SwiGLU/RoPE kernels', PACK, dict(liger=True)),
@@ -105,7 +120,7 @@ def make_data(n: int, max_len: int, vocab: int, seed: int=0, mean: int=250):
 
 
 def variant_config(name: str, model_dir: str, steps: int, warmup: int, batch: int, max_len: int):
-    "qlora_rag's config for variant `name`."
+    "qlora_rag's config for variant `name`, with a run folder of its own."
     from qlora_rag.core import Config, ModelConfig
     desc, overrides, opts = VARIANTS[name]
     cfg = Config()
@@ -116,7 +131,7 @@ def variant_config(name: str, model_dir: str, steps: int, warmup: int, batch: in
     t = cfg.train
     t.batch_size, t.max_steps = opts.get('batch', batch), warmup + steps
     t.grad_accum, t.compile = opts.get('accum', 1), opts.get('compile', t.compile)
-    t.output_dir = f'/tmp/bench-{name}'
+    t.output_dir = f'/tmp/bench-out/{file_name(Path(model_dir).name, max_len, name)}'
     t.save_steps = t.eval_steps = 10**6
     t.logging_steps = 1  # per-step losses, compared across variants
     return cfg
@@ -201,7 +216,8 @@ def run_variant(name: str, model_dir: str, steps: int, warmup: int, batch: int, 
     res = dict(variant=name, desc=VARIANTS[name][0], **timed_train(trainer, steps, warmup, profile),
                batch=cfg.train.batch_size, packing=args.packing, max_len=max_len,
                grad_ckpt=args.gradient_checkpointing, checkpointing=policy,
-               estimate_gib=round(est, 2), params=base.num_parameters(), speedups=applied)
+               estimate_gib=round(est, 2), params=base.num_parameters(), speedups=applied,
+               versions=versions())
     Path(out).write_text(json.dumps(res))
 
 
@@ -228,24 +244,30 @@ def run_unsloth(name: str, model_dir: str, steps: int, warmup: int, batch: int, 
     res = dict(variant=name, desc=VARIANTS[name][0], **timed_train(trainer, steps, warmup, profile),
                batch=batch, packing=True, max_len=max_len, grad_ckpt=True,
                checkpointing="every layer (Unsloth's offloaded)", estimate_gib=None,
-               params=params, speedups=[f'unsloth {unsloth.__version__}'])
+               params=params, speedups=[f'unsloth {unsloth.__version__}'],
+               versions=dict(versions(), unsloth=unsloth.__version__))
     Path(out).write_text(json.dumps(res))
+
+
+def unsloth_folder(model_dir: Path) -> Path:
+    "A folder of `model_dir`'s files plus a tokenizer, as Unsloth's loader wants one."
+    folder = Path(f'/tmp/bench-unsloth-{model_dir.name}')
+    if not folder.exists():
+        folder.mkdir()
+        for f in model_dir.iterdir(): (folder/f.name).symlink_to(f)
+        if not (folder/'tokenizer.json').exists():
+            vocab = json.loads((folder/'config.json').read_text())['vocab_size']
+            _dummy_tokenizer(vocab).save_pretrained(folder)
+    return folder
 
 
 def unsloth_model(model_dir: str, cfg):
     "Unsloth's 4-bit model with LoRA as its docs recommend, the tokenizer and the params counted."
     import torch
     from unsloth import FastLanguageModel
-    folder = Path(f'/tmp/bench-unsloth-{Path(model_dir).name}')  # the weights plus a tokenizer
-    if not folder.exists():
-        folder.mkdir()
-        for f in Path(model_dir).iterdir(): (folder/f.name).symlink_to(f)
-        if not (folder/'tokenizer.json').exists():
-            vocab = json.loads((folder/'config.json').read_text())['vocab_size']
-            _dummy_tokenizer(vocab).save_pretrained(folder)
     model, tok = FastLanguageModel.from_pretrained(
-        model_name=str(folder), max_seq_length=cfg.data.max_tokens, load_in_4bit=True,
-        dtype=torch.bfloat16, local_files_only=True)
+        model_name=str(unsloth_folder(Path(model_dir))), max_seq_length=cfg.data.max_tokens,
+        load_in_4bit=True, dtype=torch.bfloat16, local_files_only=True)
     params = model.num_parameters()
     model = FastLanguageModel.get_peft_model(
         model, r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=0, bias='none',
@@ -264,51 +286,181 @@ def _dummy_tokenizer(vocab: int):
     return tok
 
 
+def file_name(*parts) -> str:
+    "A file name for a job: its parts joined, '/' and '+' spelt out."
+    return '_'.join(map(str, parts)).replace('/', '~').replace('+', '^')
+
+
+def parse_group(spec: str) -> tuple[str, int, list[str]]:
+    "`SHAPE[@MAX_LEN]:VARIANT,...` as (shape, max_len, variants); `argparse` reports errors."
+    head, _, names = spec.partition(':')
+    shape, _, max_len = head.partition('@')
+    variants = [v for v in names.split(',') if v]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if shape not in SHAPES or not variants or unknown or not (max_len or '1').isdigit():
+        raise argparse.ArgumentTypeError(
+            f"{spec!r}: want SHAPE[@MAX_LEN]:VARIANT,... with SHAPE one of {', '.join(SHAPES)}"
+            + (f"; unknown variant(s) {', '.join(unknown)}" if unknown else ''))
+    return shape, int(max_len or 1024), variants
+
+
 def parse(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument('--variants', default='a,b,c', help=f"comma-separated: {', '.join(VARIANTS)}")
-    ap.add_argument('--steps', type=int, default=20, help='timed optimizer steps')
-    ap.add_argument('--warmup', type=int, default=5, help='untimed steps first')
+    ap.add_argument('groups', nargs='*', type=parse_group,
+                    default=[('1.7b', 1024, ['a', 'b', 'c'])],
+                    help=f"SHAPE[@MAX_LEN]:VARIANT,... (default 1.7b:a,b,c); variants: "
+                         f"{', '.join(VARIANTS)}")
+    ap.add_argument('--steps', type=int, default=12, help='timed optimizer steps')
+    ap.add_argument('--warmup', type=int, default=4, help='untimed steps first')
     ap.add_argument('--batch', type=int, default=8, help='rows per step (unless the variant says)')
-    ap.add_argument('--shape', default='1.7b', choices=SHAPES, help='model shape')
-    ap.add_argument('--max-len', type=int, default=1024, help='longest sequence (packed row)')
-    ap.add_argument('--model-dir', help='random model, built once (default /tmp/bench-llama-SHAPE)')
-    ap.add_argument('--json', default='bench_train.json', help='where to write the results')
+    ap.add_argument('--gpus', type=int, default=0, help='GPUs to spread the jobs over (0: all)')
+    ap.add_argument('--work', type=Path, default=Path('/tmp/bench-train'),
+                    help="folder of each job's result and log; finished jobs are not run again")
+    ap.add_argument('--stop-after', type=float, default=0,
+                    help='start no job after this many seconds (0: no limit); run again to go on')
+    ap.add_argument('--multi-gpu', action='store_true',
+                    help='then one GPU vs DDP vs FSDP-QLoRA (bench/multi_gpu.py) on all GPUs')
+    ap.add_argument('--json', type=Path, default=Path('bench_train.json'),
+                    help='where to write the results')
     ap.add_argument('--profile', action='store_true', help='print a CUDA kernel profile of each')
     ap.add_argument('--unsloth-path', default=os.environ.get('UNSLOTH_PATH', ''),
                     help="folder with Unsloth and its pinned deps, put first on (u)'s path")
-    ap.add_argument('--one', help=argparse.SUPPRESS)
-    ap.add_argument('--out', help=argparse.SUPPRESS)
-    a = ap.parse_args(argv)
-    a.model_dir = a.model_dir or f'/tmp/bench-llama-{a.shape}'
-    unknown = [v for v in a.variants.split(',') if v not in VARIANTS]
-    if unknown: ap.error(f"unknown variant(s) {', '.join(unknown)}")
-    return a
+    for hidden in ('--one', '--out', '--shape', '--max-len', '--model-dir'):
+        ap.add_argument(hidden, help=argparse.SUPPRESS)
+    return ap.parse_args(argv)
+
+
+def model_dir(shape: str) -> Path:
+    return Path(f'/tmp/bench-llama-{shape}')
+
+
+def ensure_model(shape: str):
+    "Build `shape`'s random model and Unsloth's folder once, whichever job asks first."
+    dest = model_dir(shape)
+    with open(f'{dest}.lock', 'w') as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the other jobs wait for the first one's build
+        if Path(f'{dest}.ready').exists(): return
+        subprocess.run([sys.executable, '-c', 'import sys; sys.path[:0] = sys.argv[1:2]; '
+                        'from bench_train import *; d = Path(sys.argv[2]); '
+                        'unsloth_folder(build_model(d, SHAPES[sys.argv[3]]))',
+                        str(REPO/'bench'), str(dest), shape], check=True)
+        Path(f'{dest}.ready').touch()
+
+
+def run_one(a):
+    "Time variant `a.one` in this process (the job a scheduler started)."
+    ensure_model(a.shape)
+    run = run_unsloth if VARIANTS[a.one][2].get('unsloth') else run_variant
+    run(a.one, a.model_dir, a.steps, a.warmup, a.batch, int(a.max_len), a.out, a.profile)
+
+
+def job_record(job: tuple, gpu: int, proc, log: Path, out: Path, started: float) -> dict:
+    "A finished job's result, or its error with the last lines of its log."
+    shape, max_len, v = job
+    r = (json.loads(out.read_text()) if proc.returncode == 0 and out.exists() else
+         dict(variant=v, desc=VARIANTS[v][0], error=f'exit {proc.returncode}',
+              log_tail=log.read_text(errors='replace').splitlines()[-6:]))
+    return dict(r, group=f'{shape}@{max_len}', gpu_index=gpu, started=started, ended=time.time())
+
+
+def start_job(job: tuple, gpu: int, a):
+    "Start one job's process on GPU `gpu`; returns the process, its log and its result file."
+    shape, max_len, v = job
+    name = file_name(shape, max_len, v)
+    out, log = a.work/f'{name}.part', a.work/f'{name}.log'
+    out.unlink(missing_ok=True)
+    cmd = [sys.executable, __file__, '--one', v, '--shape', shape, '--max-len', str(max_len),
+           '--model-dir', str(model_dir(shape)), '--out', str(out), '--steps', str(a.steps),
+           '--warmup', str(a.warmup), '--batch', str(a.batch)] + (['--profile'] * a.profile)
+    env = dict(variant_env(v, a), CUDA_VISIBLE_DEVICES=str(gpu))
+    with log.open('w') as f:
+        proc = subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT)
+    return proc, log, out
+
+
+def schedule(jobs: list[tuple], gpus: list[int], a, peaks: dict) -> list[tuple]:
+    "Run `jobs`, one per GPU at a time, keeping each result in `a.work`; returns those not started."
+    t0, queue, running = time.time(), list(jobs), {}
+    late = lambda: a.stop_after and time.time() - t0 > a.stop_after
+    while running or (queue and not late()):
+        for gpu in [g for g in gpus if g not in running]:
+            if not queue or late(): break
+            job = queue.pop(0)
+            running[gpu] = (job, time.time(), *start_job(job, gpu, a))
+        time.sleep(1)
+        for gpu, (job, started, proc, log, out) in list(running.items()):
+            if proc.poll() is None: continue
+            del running[gpu]
+            r = dict(job_record(job, gpu, proc, log, out, started), peak_tflops=peaks[gpu])
+            (a.work/f'{file_name(*job)}.json').write_text(json.dumps(r))
+            said = (f"{r['error']}: " + ' | '.join(r['log_tail']) if 'error' in r else
+                    f"{r['tokens_per_s']:,.0f} tokens/s")
+            print(f"{r['group']} {r['variant']} on GPU {gpu}: {said}", flush=True)
+    return queue
+
+
+def measure_peaks(gpus: list[int], work: Path) -> dict:
+    "Each GPU's measured bf16 matrix peak, kept in `work` for a run that goes on later."
+    import torch
+    kept = work/'peaks.json'
+    if kept.exists(): return {int(k): v for k, v in json.loads(kept.read_text()).items()}
+    peaks = {}
+    for g in gpus:
+        with torch.cuda.device(g): peaks[g] = bf16_peak_tflops()
+    torch.cuda.empty_cache()
+    kept.write_text(json.dumps(peaks))
+    return peaks
+
+
+def run_multi_gpu(a, n: int) -> dict|None:
+    "One GPU vs DDP vs FSDP over `n` GPUs (bench/multi_gpu.py), once per run."
+    res = a.work/'multi_gpu.json'
+    if not res.exists() and n >= 2:
+        subprocess.run([sys.executable, str(REPO/'bench'/'multi_gpu.py'), '--json', str(res),
+                        '--logs', str(a.work)], env=dict(os.environ, HF_HUB_OFFLINE='1'))
+    return json.loads(res.read_text()) if res.exists() else None
+
+
+def versions() -> dict:
+    "Versions of what the project's variants ran with ((u) records its own)."
+    from importlib.metadata import version
+    return {p: version(p) for p in ('torch', 'transformers', 'trl', 'peft', 'bitsandbytes')}
 
 
 def main(argv=None):
     a = parse(argv)
-    if a.one:
-        run = run_unsloth if VARIANTS[a.one][2].get('unsloth') else run_variant
-        return run(a.one, a.model_dir, a.steps, a.warmup, a.batch, a.max_len, a.out, a.profile)
-    build_model(Path(a.model_dir), SHAPES[a.shape])
-    peak = bf16_peak_tflops()
-    results = []
-    for v in a.variants.split(','):
-        out = Path(f'/tmp/bench-{v}.json')
-        out.unlink(missing_ok=True)
-        cmd = [sys.executable, __file__, '--one', v, '--model-dir', a.model_dir, '--out', str(out),
-               '--steps', str(a.steps), '--warmup', str(a.warmup), '--batch', str(a.batch),
-               '--shape', a.shape, '--max-len', str(a.max_len)]
-        p = subprocess.run(cmd + (['--profile'] if a.profile else []), env=variant_env(v, a))
-        ok = p.returncode == 0 and out.exists()
-        results.append(json.loads(out.read_text()) if ok else
-                       dict(variant=v, desc=VARIANTS[v][0], error=f'exit {p.returncode}'))
-        print(json.dumps(results[-1]), flush=True)
-    for r in results: r['peak_tflops'] = peak
-    report(results, a.shape, a.max_len)
-    Path(a.json).write_text(json.dumps(results, indent=2))
+    if a.one: return run_one(a)
+    import torch
+    a.work.mkdir(parents=True, exist_ok=True)
+    gpus = list(range(a.gpus or torch.cuda.device_count()))
+    peaks = measure_peaks(gpus, a.work)
+    jobs = [(shape, max_len, v) for shape, max_len, variants in a.groups for v in variants]
+    todo = [j for j in jobs if not (a.work/f'{file_name(*j)}.json').exists()]
+    left = schedule(todo, gpus, a, peaks)
+    multi = run_multi_gpu(a, len(gpus)) if a.multi_gpu and not left else None
+    done = [a.work/f'{file_name(*j)}.json' for j in jobs]
+    results = [json.loads(f.read_text()) for f in done if f.exists()]
+    summary = dict(gpu=torch.cuda.get_device_name(0), gpus=len(gpus), steps=a.steps,
+                   warmup=a.warmup, versions=versions(), results=results, multi_gpu=multi)
+    for shape, max_len in dict.fromkeys((shape, max_len) for shape, max_len, _ in a.groups):
+        report([r for r in results if r['group'] == f'{shape}@{max_len}'], shape, max_len)
+    if multi: report_multi(multi)
+    a.json.write_text(json.dumps(summary, indent=1) + '\n')
+    if left: print(f"\n{len(left)} job(s) not started within --stop-after: run again to go on")
+
+
+def report_multi(m: dict):
+    "Print the multi-GPU figures."
+    print(f"\n{m['gpus']} x {m['gpu']}: one GPU vs DDP vs FSDP-QLoRA, `qlora-rag train`, "
+          f"{m['steps']} steps")
+    for name, r in m['runs'].items():
+        print(f"  {name:<14}" + (r.get('error') or f"{r['tokens_per_s']:>10,.0f} tokens/s "
+              f"{r['peak_memory_mib'] / 1024:>6.1f} GiB per GPU  {r['checkpointing']}"))
+    if 'ddp_speedup' in m: print(f"  DDP: {m['ddp_speedup']:.2f}x one GPU")
+    if 'fsdp_vs_ddp_loss' in m:
+        print(f"  FSDP vs DDP per-step loss: max {m['fsdp_vs_ddp_loss']['max_rel']:.2%} "
+              f"over {m['fsdp_vs_ddp_loss']['steps']} steps")
 
 
 def variant_env(name: str, a) -> dict:
@@ -338,17 +490,19 @@ def loss_gap(r: dict, ref: dict) -> float|None:
 
 def report(results: list[dict], shape: str, max_len: int):
     "Print the results table: tokens/s, memory, MFU, loss gap to (b), and the ratios of (c)."
+    if not results: return
     ok = {r['variant']: r for r in results if 'error' not in r}
     first = next(iter(ok.values()), {})
-    peak = first.get('peak_tflops', 0)
     params = max((r['params'] for r in ok.values()), default=0)  # 4-bit counts can be packed
-    print(f"\nGPU: {first.get('gpu', '?')} (bf16 matrix peak measured: {peak:,.0f} TFLOP/s); "
-          f"Llama-shaped {shape}, NF4+DQ, LoRA r16 all-linear, paged_adamw_8bit, seq<={max_len}")
+    peaks = sorted({round(r['peak_tflops']) for r in results if r.get('peak_tflops')})
+    print(f"\nGPU: {first.get('gpu', '?')} (bf16 matrix peak measured: "
+          f"{', '.join(f'{p:,}' for p in peaks) or '?'} TFLOP/s); Llama-shaped {shape}, NF4+DQ, "
+          f"LoRA r16 all-linear, paged_adamw_8bit, seq<={max_len}")
     print(f"{'variant':<8}{'what':<44}{'tokens/s':>10}{'step s':>8}{'peak GiB':>9}{'est GiB':>8}"
           f"{'MFU':>6}{'loss vs b':>10}  checkpointing")
     for r in results:
         if 'error' in r: print(f"{r['variant']:<8}{r['desc'][:43]:<44}{r['error']:>10}"); continue
-        mfu = 6 * params * r['tokens_per_s'] / (peak * 1e12) if peak else 0
+        mfu = 6 * params * r['tokens_per_s'] / (r['peak_tflops'] * 1e12)
         est = f"{r['estimate_gib']:.1f}" if r.get('estimate_gib') is not None else '-'
         gap = loss_gap(r, ok['b']) if 'b' in ok and r['packing'] else None
         gap = f'{gap:.2%}' if gap is not None else '-'

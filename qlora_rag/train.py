@@ -204,32 +204,54 @@ def _liger(model) -> bool:
                                     cross_entropy=False, fused_linear_cross_entropy=False)
     return True
 
+_WHOLE = {}  # decoder layer class: its subclass whose own forward is compiled
+
+def _own_forward(cls):
+    "The layer class's forward, without the checkpointing transformers may wrap around it."
+    f = cls.forward
+    return f.__wrapped__ if f.__code__.co_name == 'forward_with_checkpointing' else f
+
+def _compile_whole(layer):
+    "Compile `layer`'s forward as one graph; checkpointing, if on, stays around it, not inside."
+    import torch
+    cls = type(layer)
+    if cls not in _WHOLE:  # subclassing wraps the compiled forward in checkpointing again
+        forward = torch.compile(_own_forward(cls), dynamic=True)
+        _WHOLE[cls] = type(cls.__name__, (cls,), dict(forward=forward, __module__=cls.__module__))
+    layer.__class__ = _WHOLE[cls]
+
 def compile_layers(model, # A transformers model, or a PEFT model around one
+                   whole: bool=False, # Each layer as one graph, else its attention, MLP and norms
                   ) -> int:
-    "Compile each decoder layer's parts (attention, MLP, norms) in place; returns the layers."
+    "Compile each decoder layer in place, whole or part by part; returns the layers."
     import torch
     from transformers.modeling_layers import GradientCheckpointingLayer
     base = model.get_base_model() if hasattr(model, 'get_base_model') else model
     layers = [m for m in base.modules() if isinstance(m, GradientCheckpointingLayer)]
-    parts = [p for layer in layers for p in layer.children()]  # checkpointing stays outside
-    dynamo = torch._dynamo.config  # each part may keep a graph of its own (its index differs)
-    dynamo.recompile_limit = max(dynamo.recompile_limit, 2 * len(parts))
-    dynamo.accumulated_recompile_limit = max(dynamo.accumulated_recompile_limit, 4 * len(parts))
-    for part in parts: part.compile(dynamic=True)  # packed batches vary in length
+    units = layers if whole else [p for layer in layers for p in layer.children()]
+    dynamo = torch._dynamo.config  # a unit may keep a graph of its own (its index differs)
+    dynamo.recompile_limit = max(dynamo.recompile_limit, 2 * len(units))
+    dynamo.accumulated_recompile_limit = max(dynamo.accumulated_recompile_limit, 4 * len(units))
+    for unit in units:  # dynamic shapes: packed batches vary in length
+        if whole: _compile_whole(unit)
+        else: unit.compile(dynamic=True)
     return len(layers)
 
 def speedups(model, # The LoRA-wrapped model
              attn: str, # The attention from `training_attention`
              device: str, # Device from `pick_device`
-             compile: str='auto', # `train.compile`: auto compiles on a CUDA GPU, unless under FSDP
+             compile: str='auto', # `train.compile`; auto: parts on a CUDA GPU, unless under FSDP
             ) -> list[str]:
     "Apply the speed-ups that fit this run; return their names."
     applied, cuda = [], device.startswith('cuda')
-    compiling = compile == 'on' or (compile == 'auto' and cuda and not fsdp_launch())
+    if compile == 'auto': compile = 'parts' if cuda and not fsdp_launch() else 'off'
     if attn == 'varlen': use_varlen_attention(model); applied.append('varlen-attention')
     # torch.compile can't trace into Liger's kernels, and fuses the same operations itself
-    if cuda and not compiling and _liger(model): applied.append('liger-kernels')
-    if compiling: applied.append(f'torch.compile (layers: {compile_layers(model)})')
+    if cuda and compile == 'off' and _liger(model): applied.append('liger-kernels')
+    if compile != 'off':
+        n = compile_layers(model, whole=compile == 'layers')
+        how = 'whole' if compile == 'layers' else 'by parts'
+        applied.append(f'torch.compile ({n} layers, {how})')
     return applied
 
 # %% ../nbs/14_train.ipynb #25b9e2c6
