@@ -367,7 +367,7 @@ class TrainConfig:
     # when the activations of the checkpointing chosen don't fit train.memory_gib
     offload_activations: str = knob('auto', ('auto', 'on', 'off'))
     # Compile decoder layers with torch.compile (fused kernels, less Python per step): each layer
-    # whole, or its attention, MLP and norms apart; auto: parts on a CUDA GPU, except under FSDP
+    # whole, or its attention, MLP and norms apart; auto: layers on a CUDA GPU, except under FSDP
     compile: str = knob('auto', ('auto', 'layers', 'parts', 'off'))
     optim: str = 'auto'  # 'auto', or a transformers optimizer name such as 'adamw_torch'
     save_steps: int = knob(100, lo=1)  # Save a checkpoint every N steps

@@ -240,11 +240,11 @@ def compile_layers(model, # A transformers model, or a PEFT model around one
 def speedups(model, # The LoRA-wrapped model
              attn: str, # The attention from `training_attention`
              device: str, # Device from `pick_device`
-             compile: str='auto', # `train.compile`; auto: parts on a CUDA GPU, unless under FSDP
+             compile: str='auto', # `train.compile`; auto: layers on a CUDA GPU, unless under FSDP
             ) -> list[str]:
     "Apply the speed-ups that fit this run; return their names."
     applied, cuda = [], device.startswith('cuda')
-    if compile == 'auto': compile = 'parts' if cuda and not fsdp_launch() else 'off'
+    if compile == 'auto': compile = 'layers' if cuda and not fsdp_launch() else 'off'
     if attn == 'varlen': use_varlen_attention(model); applied.append('varlen-attention')
     # torch.compile can't trace into Liger's kernels, and fuses the same operations itself
     if cuda and compile == 'off' and _liger(model): applied.append('liger-kernels')
