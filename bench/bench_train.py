@@ -35,7 +35,7 @@ SHAPES = {  # Llama-shaped models built with random weights (throughput does not
 NO_CKPT = dict(gradient_checkpointing=False)
 PACK = dict(packing=True, packing_strategy='bfd')
 # name: (description, SFTConfig overrides, options: batch, accum, every, dropout, attn, liger,
-#        compile)
+#        compile, stash)
 VARIANTS = {
     'a': ('seed-style: TRL, pad to longest, gradient checkpointing',
           dict(packing=False, padding_free=False), {}),
@@ -66,6 +66,10 @@ VARIANTS = {
     'c/1+off+ga2+d0+layers': ('(c/1+off+ga2+d0) compiling whole decoder layers',
                               dict(activation_offloading=True),
                               dict(every=1, batch=4, accum=2, dropout=0.0, compile='layers')),
+    'c/1+off+ga2+d0+layers+s1': ('(c/1+off+ga2+d0+layers) keeping 1 activation on the GPU, not 5',
+                                 dict(activation_offloading=True),
+                                 dict(every=1, batch=4, accum=2, dropout=0.0, compile='layers',
+                                      stash=1)),
     'c-gc/4': ('(c) no checkpointing, 4 rows per step', NO_CKPT, dict(batch=4)),
     # exploration: one change at a time on top of (b)
     'b+liger': ('(b) + Liger RMSNorm/SwiGLU/RoPE kernels', PACK, dict(liger=True)),
@@ -213,6 +217,10 @@ def run_variant(name: str, model_dir: str, steps: int, warmup: int, batch: int, 
                if name[0] == 'c' else [])
     data = bench_data(cfg, steps, warmup, vocab)
     trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok)
+    if 'stash' in VARIANTS[name][2]:  # how many offloaded activations wait on the GPU at a time
+        from trl.models import get_act_offloading_ctx_manager
+        trainer.maybe_activation_offload_context = get_act_offloading_ctx_manager(
+            trainer.model, max_fwd_stash_size=VARIANTS[name][2]['stash'])
     res = dict(variant=name, desc=VARIANTS[name][0], **timed_train(trainer, steps, warmup, profile),
                batch=cfg.train.batch_size, packing=args.packing, max_len=max_len,
                grad_ckpt=args.gradient_checkpointing, checkpointing=policy,
