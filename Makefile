@@ -56,13 +56,14 @@ comma := ,
 WITH_U := $(if $(UNSLOTH_PATH),$(comma)u)
 # One run: every shape's jobs spread over the machine's GPUs (one job per GPU at a time), then one
 # GPU vs DDP vs FSDP-QLoRA on all of them. Each job's result is kept in /tmp/bench-train: with
-# STOP_AFTER=SECONDS no job starts after that time, and the same command later goes on from there.
+# STOP_AFTER=SECONDS no job starts after that time, and RESUME=1 later goes on from there.
 TRAIN_RUN := 1.7b:a,b,c$(WITH_U) 8b:b,c$(WITH_U) 8b@2048:b,c$(WITH_U) \
   1.7b:c+layers,c/1+off+ga2+d0,c/1+off+ga2+d0+layers 8b:c+layers,c/1+off+ga2+d0,c/1+off+ga4+d0
 STOP_AFTER ?=
+RESUME ?=
 bench-train: install bench/smollm2
 	$(PY) bench/bench_train.py $(TRAIN_RUN) --multi-gpu $(if $(STOP_AFTER),--stop-after $(STOP_AFTER)) \
-	  --json bench/results/bench_train.json
+	  $(if $(RESUME),--resume) --json bench/results/bench_train.json
 
 # Serving: batched vs one-at-a-time `qlora-rag serve` at 1, 4, 8 and 16 concurrent clients (CPU or
 # GPU), with the adapter of the run in train.output_dir (ADAPTER=DIR for another).

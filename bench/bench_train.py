@@ -9,10 +9,11 @@ one GPU; we time `--steps` optimizer steps after `--warmup` steps and count real
 A run is a list of groups, `SHAPE[@MAX_LEN]:VARIANT,...` (e.g. `8b@2048:b,c,u`). Its jobs (one per
 group and variant) are spread over the machine's GPUs, one job per GPU at a time, each GPU taking
 the next job as it finishes one; every job's result is kept in `--work`, so a run stopped by
-`--stop-after` (or killed) continues where it was when it is started again. `--multi-gpu` then runs
-`bench/multi_gpu.py` (one GPU, DDP, FSDP-QLoRA) on all GPUs. The report prints, per group, one table
-with tokens/s, peak GPU memory, the memory `train.activation_gib` expected, the checkpointing used,
-MFU, the per-step loss gap to (b) and the ratios of (c) and against (u); then the multi-GPU figures.
+`--stop-after` (or killed) goes on where it was when started again with `--resume`. `--multi-gpu`
+then runs `bench/multi_gpu.py` (one GPU, DDP, FSDP-QLoRA) on all GPUs. The report prints, per group,
+one table with tokens/s, peak GPU memory, the memory `train.activation_gib` expected, the
+checkpointing used, MFU, the per-step loss gap to (b) and the ratios of (c) and against (u); then
+the multi-GPU figures.
 
 Variant (u) is Unsloth's QLoRA with its own recommended settings on the same model, data, LoRA
 settings, optimizer and steps; its wheels live apart from the project's (Unsloth pins older
@@ -324,9 +325,11 @@ def parse(argv=None):
     ap.add_argument('--batch', type=int, default=8, help='rows per step (unless the variant says)')
     ap.add_argument('--gpus', type=int, default=0, help='GPUs to spread the jobs over (0: all)')
     ap.add_argument('--work', type=Path, default=Path('/tmp/bench-train'),
-                    help="folder of each job's result and log; finished jobs are not run again")
+                    help="folder of each job's result and log, emptied at the start")
     ap.add_argument('--stop-after', type=float, default=0,
-                    help='start no job after this many seconds (0: no limit); run again to go on')
+                    help='start no job after this many seconds (0: no limit)')
+    ap.add_argument('--resume', action='store_true',
+                    help="keep --work's results and run only the jobs it lacks")
     ap.add_argument('--multi-gpu', action='store_true',
                     help='then one GPU vs DDP vs FSDP-QLoRA (bench/multi_gpu.py) on all GPUs')
     ap.add_argument('--json', type=Path, default=Path('bench_train.json'),
@@ -408,6 +411,16 @@ def schedule(jobs: list[tuple], gpus: list[int], a, peaks: dict) -> list[tuple]:
     return queue
 
 
+def start_work(a):
+    "Empty `a.work`, or with `--resume` keep it if its jobs ran with the same steps and batch."
+    kept, now = a.work/'settings.json', dict(steps=a.steps, warmup=a.warmup, batch=a.batch)
+    if not a.resume: shutil.rmtree(a.work, ignore_errors=True)
+    elif kept.exists() and json.loads(kept.read_text()) != now:
+        sys.exit(f"{a.work} holds jobs run with {kept.read_text()}: resume with those settings")
+    a.work.mkdir(parents=True, exist_ok=True)
+    kept.write_text(json.dumps(now))
+
+
 def measure_peaks(gpus: list[int], work: Path) -> dict:
     "Each GPU's measured bf16 matrix peak, kept in `work` for a run that goes on later."
     import torch
@@ -440,7 +453,7 @@ def main(argv=None):
     a = parse(argv)
     if a.one: return run_one(a)
     import torch
-    a.work.mkdir(parents=True, exist_ok=True)
+    start_work(a)
     gpus = list(range(a.gpus or torch.cuda.device_count()))
     peaks = measure_peaks(gpus, a.work)
     jobs = [(shape, max_len, v) for shape, max_len, variants in a.groups for v in variants]
@@ -455,7 +468,7 @@ def main(argv=None):
         report([r for r in results if r['group'] == f'{shape}@{max_len}'], shape, max_len)
     if multi: report_multi(multi)
     a.json.write_text(json.dumps(summary, indent=1) + '\n')
-    if left: print(f"\n{len(left)} job(s) not started within --stop-after: run again to go on")
+    if left: print(f"\n{len(left)} job(s) not started within --stop-after: --resume goes on")
 
 
 def report_multi(m: dict):
