@@ -58,7 +58,7 @@ WITH_U := $(if $(UNSLOTH_PATH),$(comma)u)
 # GPU vs DDP vs FSDP-QLoRA on all of them. Each job's result is kept in /tmp/bench-train: with
 # STOP_AFTER=SECONDS no job starts after that time, and RESUME=1 later goes on from there.
 TRAIN_RUN := 1.7b:a,b,c$(WITH_U) 8b:b,c$(WITH_U) 8b@2048:b,c$(WITH_U) \
-  1.7b:c+layers,c/1+off+ga2+d0,c/1+off+ga2+d0+layers 8b:c+layers,c/1+off+ga2+d0,c/1+off+ga4+d0
+  1.7b:c+parts,c/1+off+ga2+d0 8b:c+parts,c/1+off+ga2+d0,c/1+off+ga4+d0
 STOP_AFTER ?=
 RESUME ?=
 bench-train: install bench/smollm2

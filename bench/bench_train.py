@@ -45,6 +45,8 @@ VARIANTS = {
     'c-compile': ('(c) with Liger kernels instead of torch.compile', None, dict(compile='off')),
     'c+layers': ('(c) compiling whole decoder layers (train.compile=layers)', None,
                  dict(compile='layers')),
+    'c+parts': ('(c) compiling each layer by parts (train.compile=parts)', None,
+                dict(compile='parts')),
     'u': ("Unsloth: FastLanguageModel, its checkpointing, packing", PACK, dict(unsloth=True)),
     'c-gc': ('(c) without gradient checkpointing', NO_CKPT, {}),
     'c/2': ('(c) checkpointing every 2nd layer (train.checkpoint_every=2)', None, dict(every=2)),
@@ -411,6 +413,11 @@ def schedule(jobs: list[tuple], gpus: list[int], a, peaks: dict) -> list[tuple]:
     return queue
 
 
+def finished(result: Path) -> bool:
+    "Whether a job's result is kept and is not an error (a failed job runs again)."
+    return result.exists() and 'error' not in json.loads(result.read_text())
+
+
 def start_work(a):
     "Empty `a.work`, or with `--resume` keep it if its jobs ran with the same steps and batch."
     kept, now = a.work/'settings.json', dict(steps=a.steps, warmup=a.warmup, batch=a.batch)
@@ -456,8 +463,9 @@ def main(argv=None):
     start_work(a)
     gpus = list(range(a.gpus or torch.cuda.device_count()))
     peaks = measure_peaks(gpus, a.work)
-    jobs = [(shape, max_len, v) for shape, max_len, variants in a.groups for v in variants]
-    todo = [j for j in jobs if not (a.work/f'{file_name(*j)}.json').exists()]
+    jobs = list(dict.fromkeys((shape, max_len, v) for shape, max_len, variants in a.groups
+                              for v in variants))
+    todo = [j for j in jobs if not finished(a.work/f'{file_name(*j)}.json')]
     left = schedule(todo, gpus, a, peaks)
     multi = run_multi_gpu(a, len(gpus)) if a.multi_gpu and not left else None
     done = [a.work/f'{file_name(*j)}.json' for j in jobs]
