@@ -444,7 +444,8 @@ def measure_peaks(gpus: list[int], work: Path) -> dict:
 def run_multi_gpu(a, n: int) -> dict|None:
     "One GPU vs DDP vs FSDP over `n` GPUs (bench/multi_gpu.py), once per run."
     res = a.work/'multi_gpu.json'
-    failed = res.exists() and any('error' in r for r in json.loads(res.read_text())['runs'].values())
+    runs = json.loads(res.read_text())['runs'].values() if res.exists() else []
+    failed = any('error' in r for r in runs)
     if (failed or not res.exists()) and n >= 2:
         subprocess.run([sys.executable, str(REPO/'bench'/'multi_gpu.py'), '--json', str(res),
                         '--logs', str(a.work)], env=dict(os.environ, HF_HUB_OFFLINE='1'))
