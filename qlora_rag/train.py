@@ -215,6 +215,7 @@ def _compile_whole(layer):
     "Compile `layer`'s forward as one graph; checkpointing, if on, stays around it, not inside."
     import torch
     cls = type(layer)
+    if cls in _WHOLE.values(): return  # compiled already
     if cls not in _WHOLE:  # subclassing wraps the compiled forward in checkpointing again
         forward = torch.compile(_own_forward(cls), dynamic=True)
         _WHOLE[cls] = type(cls.__name__, (cls,), dict(forward=forward, __module__=cls.__module__))
