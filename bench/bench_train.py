@@ -21,7 +21,7 @@ TRL/datasets): `--unsloth-path` or $UNSLOTH_PATH is put first on its process's p
 parameters x tokens/s over the bf16 matrix peak of the GPU the job ran on, measured on each GPU at
 the start of the run. Run with `make bench-train` on a CUDA machine.
 """
-import argparse, dataclasses, fcntl, json, math, os, shutil, subprocess, sys, time
+import argparse, dataclasses, fcntl, json, math, os, shutil, signal, subprocess, sys, time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -327,7 +327,8 @@ def parse(argv=None):
     ap.add_argument('--batch', type=int, default=8, help='rows per step (unless the variant says)')
     ap.add_argument('--gpus', type=int, default=0, help='GPUs to spread the jobs over (0: all)')
     ap.add_argument('--work', type=Path, default=Path('/tmp/bench-train'),
-                    help="folder of each job's result and log, emptied at the start")
+                    help="folder of each job's result and log, emptied at the start (a folder "
+                         "holding anything but an earlier run is refused)")
     ap.add_argument('--stop-after', type=float, default=0,
                     help='start no job after this many seconds (0: no limit)')
     ap.add_argument('--resume', action='store_true',
@@ -392,10 +393,24 @@ def start_job(job: tuple, gpu: int, a):
     return proc, log, out
 
 
+def stop_jobs(running: dict):
+    "End the jobs still running (the scheduler is stopping): terminate, then kill stragglers."
+    for _, _, proc, *_ in running.values(): proc.terminate()
+    for _, _, proc, *_ in running.values():
+        try: proc.wait(timeout=30)
+        except subprocess.TimeoutExpired: proc.kill()
+
+
 def schedule(jobs: list[tuple], gpus: list[int], a, peaks: dict) -> list[tuple]:
     "Run `jobs`, one per GPU at a time, keeping each result in `a.work`; returns those not started."
     t0, queue, running = time.time(), list(jobs), {}
     late = lambda: a.stop_after and time.time() - t0 > a.stop_after
+    try: _run_queue(queue, running, gpus, a, peaks, late)
+    finally: stop_jobs(running)  # a stopped scheduler leaves no job behind on a GPU
+    return queue
+
+
+def _run_queue(queue: list, running: dict, gpus: list[int], a, peaks: dict, late):
     while running or (queue and not late()):
         for gpu in [g for g in gpus if g not in running]:
             if not queue or late(): break
@@ -410,7 +425,6 @@ def schedule(jobs: list[tuple], gpus: list[int], a, peaks: dict) -> list[tuple]:
             said = (f"{r['error']}: " + ' | '.join(r['log_tail']) if 'error' in r else
                     f"{r['tokens_per_s']:,.0f} tokens/s")
             print(f"{r['group']} {r['variant']} on GPU {gpu}: {said}", flush=True)
-    return queue
 
 
 def finished(result: Path) -> bool:
@@ -421,6 +435,8 @@ def finished(result: Path) -> bool:
 def start_work(a):
     "Empty `a.work`, or with `--resume` keep it if its jobs ran with the same steps and batch."
     kept, now = a.work/'settings.json', dict(steps=a.steps, warmup=a.warmup, batch=a.batch)
+    if a.work.exists() and any(a.work.iterdir()) and not kept.exists():
+        sys.exit(f"{a.work} is not empty and holds no earlier run: give --work a new folder")
     if not a.resume: shutil.rmtree(a.work, ignore_errors=True)
     elif kept.exists() and json.loads(kept.read_text()) != now:
         sys.exit(f"{a.work} holds jobs run with {kept.read_text()}: resume with those settings")
@@ -432,9 +448,8 @@ def measure_peaks(gpus: list[int], work: Path) -> dict:
     "Each GPU's measured bf16 matrix peak, kept in `work` for a run that goes on later."
     import torch
     kept = work/'peaks.json'
-    if kept.exists(): return {int(k): v for k, v in json.loads(kept.read_text()).items()}
-    peaks = {}
-    for g in gpus:
+    peaks = {int(k): v for k, v in json.loads(kept.read_text()).items()} if kept.exists() else {}
+    for g in [g for g in gpus if g not in peaks]:  # a resumed run may have more GPUs
         with torch.cuda.device(g): peaks[g] = bf16_peak_tflops()
     torch.cuda.empty_cache()
     kept.write_text(json.dumps(peaks))
@@ -462,6 +477,7 @@ def main(argv=None):
     a = parse(argv)
     if a.one: return run_one(a)
     import torch
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit('bench-train: stopped (SIGTERM)'))
     start_work(a)
     gpus = list(range(a.gpus or torch.cuda.device_count()))
     peaks = measure_peaks(gpus, a.work)
@@ -498,7 +514,8 @@ def variant_env(name: str, a) -> dict:
     "The environment of variant `name`'s process: Unsloth's own packages first for (u)."
     env = dict(os.environ, HF_HUB_OFFLINE='1', TRANSFORMERS_OFFLINE='1')
     if VARIANTS[name][2].get('unsloth') and a.unsloth_path:
-        env['PYTHONPATH'] = os.pathsep.join([a.unsloth_path, str(REPO), env.get('PYTHONPATH', '')])
+        env['PYTHONPATH'] = os.pathsep.join(filter(None, [a.unsloth_path, str(REPO),
+                                                          env.get('PYTHONPATH')]))
     return env
 
 

@@ -30,7 +30,7 @@ def train(name: str, launcher: list[str], model: Path, steps: int, log: Path) ->
         p = subprocess.run(launcher + ['-m', 'qlora_rag.cli', *args], stdout=f,
                            stderr=subprocess.STDOUT, cwd=REPO,
                            env=dict(os.environ, PYTHONPATH=os.pathsep.join(
-                               [str(REPO), os.environ.get('PYTHONPATH', '')])))
+                               filter(None, [str(REPO), os.environ.get('PYTHONPATH')]))))
     report = out/'report.json'
     if p.returncode or not report.exists():
         return dict(error=f'exit {p.returncode}: ' + ' | '.join(log.read_text().splitlines()[-4:]))
