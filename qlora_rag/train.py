@@ -211,6 +211,15 @@ def _own_forward(cls):
     f = cls.forward
     return f.__wrapped__ if f.__code__.co_name == 'forward_with_checkpointing' else f
 
+def _new(cls): return cls.__new__(cls)
+
+def _saved_as(cls):
+    "`__reduce_ex__` that pickles or copies a layer as plain `cls`, which any process can import."
+    def reduce(self, protocol):
+        _, _, *state = object.__reduce_ex__(self, protocol)
+        return (_new, (cls,), *state)
+    return reduce
+
 def _compile_whole(layer):
     "Compile `layer`'s forward as one graph; checkpointing, if on, stays around it, not inside."
     import torch
@@ -218,7 +227,8 @@ def _compile_whole(layer):
     if cls in _WHOLE.values(): return  # compiled already
     if cls not in _WHOLE:  # subclassing wraps the compiled forward in checkpointing again
         forward = torch.compile(_own_forward(cls), dynamic=True)
-        _WHOLE[cls] = type(cls.__name__, (cls,), dict(forward=forward, __module__=cls.__module__))
+        _WHOLE[cls] = type(cls.__name__, (cls,), dict(forward=forward, __module__=cls.__module__,
+                                                      __reduce_ex__=_saved_as(cls)))
     layer.__class__ = _WHOLE[cls]
 
 def compile_layers(model, # A transformers model, or a PEFT model around one
