@@ -102,12 +102,22 @@ def float32_adapters(model):
     return model
 
 # %% ../nbs/12_model.ipynb #4df40407
+def _embeddings(model) -> list:
+    "The model's input and output embedding modules (the first only, when they share weights)."
+    found = [m for m in (model.get_input_embeddings(), model.get_output_embeddings())
+             if m is not None]
+    return [m for i, m in enumerate(found) if all(m.weight is not o.weight for o in found[:i])]
+
 def _prepare(model, gradient_checkpointing: bool):
+    import torch
     from peft import prepare_model_for_kbit_training
     ckpt = {'use_reentrant': False}
     if getattr(model, 'is_loaded_in_4bit', False) or getattr(model, 'is_loaded_in_8bit', False):
-        return prepare_model_for_kbit_training(model, gradient_checkpointing,
-                                               gradient_checkpointing_kwargs=ckpt)
+        keep = [m for m in _embeddings(model) if m.weight.dtype == torch.bfloat16]
+        model = prepare_model_for_kbit_training(model, gradient_checkpointing,
+                                                gradient_checkpointing_kwargs=ckpt)
+        for m in keep: m.weight.data = m.weight.data.to(torch.bfloat16)  # frozen: fp32 buys nothing
+        return model
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=ckpt)
         model.enable_input_require_grads()
