@@ -99,10 +99,16 @@ def _named(m: dict) -> dict:
 
 def score_all(d: Path, out_json: Path|None):
     "Scores of every answers/NAME.jsonl in `d`, with the steps and seconds each setting trained."
-    from qlora_rag.evaluate import answer_metrics, with_ci
+    from qlora_rag.evaluate import answer_metrics, normalize_answer, with_ci
+    from qlora_rag.prompt import NO_ANSWER
+    no = normalize_answer(NO_ANSWER)
     answered = {p.stem: [json.loads(l) for l in p.open()] for p in sorted((d/'answers').glob('*'))}
-    table = {name: {m: _named(with_ci([answer_metrics(r['answers'][m], r['answer']) for r in rows]))
-                    for m in ('norag', 'rag')} for name, rows in answered.items()}
+    def scores(rows, m):  # and the share of replies that say the context does not say
+        said_no = sum(normalize_answer(r['answers'][m]) == no for r in rows) / len(rows)
+        return dict(_named(with_ci([answer_metrics(r['answers'][m], r['answer']) for r in rows])),
+                    said_no=round(said_no, 4))
+    table = {name: {m: scores(rows, m) for m in ('norag', 'rag')}
+             for name, rows in answered.items()}
     for name, scores in table.items(): print(name, json.dumps(scores))
     n_questions = len(next(iter(answered.values())))
     reports = [json.loads(p.read_text()) for p in sorted(d.glob('train_report*.json'))]
@@ -110,10 +116,11 @@ def score_all(d: Path, out_json: Path|None):
                for r in reports for n, v in r['variants'].items()}
     def described(name, t):
         rows = int(re.search(r'_n(\d+)$|$', name)[1] or 1000)  # variants() names the set's size
-        return dict(settings=asdict(variants(rows)[name]), rows=rows,
+        raft = variants(rows).get(name)  # None: a set made elsewhere (bench/explore/reader_data.py)
+        return dict(settings=raft and asdict(raft), rows=rows if raft else None,
                     **{k: t[k] for k in ('hardware', 'steps', 'train_s')})
     if out_json: out_json.write_text(json.dumps(dict(
-        questions=f'{n_questions} dev questions, chunks from hybrid search, k 3',
+        questions=f'{n_questions} dev questions, chunks as the `data` step retrieved them',
         trained={n: described(n, t) for n, t in trained.items()}, results=table), indent=1) + '\n')
 
 def main(argv=None):
