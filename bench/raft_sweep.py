@@ -60,7 +60,13 @@ def answer_all(d: Path, name: str, gen, qa: list[dict]):
     (d/'answers').mkdir(exist_ok=True)
     write_jsonl(d/'answers'/f'{name}.jsonl', rows)
 
-def train_all(d: Path, base: str, out: Path|None, steps: int, only: list[str]):
+def _value(text: str):
+    "A `--set` value: a JSON number, boolean or list where it parses as one, else the text."
+    try: return json.loads(text)
+    except json.JSONDecodeError: return text
+
+def train_all(d: Path, base: str, out: Path|None, steps: int, only: list[str],
+              sets: list[str]=(), tag: str=''):
     import torch
     from qlora_rag.core import Config
     from qlora_rag.generate import Generator
@@ -73,9 +79,10 @@ def train_all(d: Path, base: str, out: Path|None, steps: int, only: list[str]):
         cfg.model.name, cfg.rag.base_only, cfg.rag.prompt = base, True, style
         answer_all(d, f'base-{style}', Generator.from_config(cfg), qa)
     todo = only or [n for n in variants() if (d/f'{n}.jsonl').exists()]
-    for name in [n for n in todo if not (d/'runs'/n).exists()]:
+    for data, name in [(n, n + tag) for n in todo if not (d/'runs'/(n + tag)).exists()]:
         cfg = Config()
-        cfg.data.source, cfg.model.name = str(d/f'{name}.jsonl'), base
+        for key, value in (kv.split('=', 1) for kv in sets): cfg.set(key, _value(value))
+        cfg.data.source, cfg.model.name = str(d/f'{data}.jsonl'), base
         cfg.train.output_dir = str(d/'runs'/name)
         # The same number of steps for every setting; long passages must not be dropped
         cfg.train.max_steps, cfg.data.max_tokens = steps, 2048
@@ -83,7 +90,8 @@ def train_all(d: Path, base: str, out: Path|None, steps: int, only: list[str]):
         run = train(cfg)
         answer_all(d, name, Generator.from_config(cfg), qa)
         report['variants'][name] = dict(seconds=round(time.time() - t0, 1), steps=run.steps,
-                                        train_s=run.train_time_s, losses=run.losses)
+                                        train_s=run.train_time_s, losses=run.losses,
+                                        config=list(sets))
         if out:  # after each setting, so a cut-off run still returns what it finished
             from safetensors.torch import load_file, save_file  # float16: small enough to travel
             w = load_file(str(Path(cfg.train.output_dir)/'adapter'/'adapter_model.safetensors'))
@@ -116,8 +124,10 @@ def score_all(d: Path, out_json: Path|None):
                for r in reports for n, v in r['variants'].items()}
     def described(name, t):
         rows = int(re.search(r'_n(\d+)$|$', name)[1] or 1000)  # variants() names the set's size
-        raft = variants(rows).get(name)  # None: a set made elsewhere (bench/explore/reader_data.py)
+        sets = variants(rows)  # a name may carry a --tag; None: a set made elsewhere
+        raft = next((sets[n] for n in sets if name == n or name.startswith(n + '_')), None)
         return dict(settings=raft and asdict(raft), rows=rows if raft else None,
+                    config=t.get('config', []),
                     **{k: t[k] for k in ('hardware', 'steps', 'train_s')})
     if out_json: out_json.write_text(json.dumps(dict(
         questions=f'{n_questions} dev questions, chunks as the `data` step retrieved them',
@@ -134,9 +144,12 @@ def main(argv=None):
     ap.add_argument('--rows', type=int, default=1000, help='examples per training set (data)')
     ap.add_argument('--only', nargs='*', default=[], help='settings to write or train (by name)')
     ap.add_argument('--out', type=Path, help='train: copy adapters here; score: JSON file')
+    ap.add_argument('--set', nargs='*', default=[], dest='sets', metavar='KEY=VALUE',
+                    help='train: config settings for every adapter, e.g. lora.r=64')
+    ap.add_argument('--tag', default='', help="train: added to each adapter's name")
     a = ap.parse_args(argv)
     if a.step == 'data': make_data(a.dir, a.collection, a.split, a.rows, a.only)
-    elif a.step == 'train': train_all(a.dir, a.base, a.out, a.steps, a.only)
+    elif a.step == 'train': train_all(a.dir, a.base, a.out, a.steps, a.only, a.sets, a.tag)
     else: score_all(a.dir, a.out)
 
 if __name__ == '__main__': main()

@@ -1,0 +1,99 @@
+"""Can the reader's own probabilities pick its right answers? (Measured on dev: they cannot.)
+
+For every dev question of bench/qa/python_docs_qa.jsonl, with the chunks hybrid search returns
+(k = 5, the manual's collection that `make bench-quality` fills), an adapter answers:
+- once from all the chunks together (greedy, the project's way), and
+- once from each chunk alone: the candidates. The training data teaches "The context does not say."
+  for contexts without the answer, so a chunk read alone can say so.
+Then every candidate is scored by the log-probability the adapter gives it (through the end token)
+after the full prompt, and after the prompt without context (the difference is the candidate's
+pointwise mutual information with the context). Several rules pick one answer per question; each
+is scored like the benchmark (F1, answer contained, exact match, 95% bootstrap intervals), beside
+the oracle that picks the best candidate with the reference in hand: what a perfect selector gets.
+
+    python bench/explore/reader_select.py --adapter DIR --json bench/results/reader_select_dev.json
+"""
+import argparse, json, sys
+from pathlib import Path
+
+import torch
+
+from qlora_rag import db
+from qlora_rag.core import Config
+from qlora_rag.evaluate import answer_metrics, load_qa, normalize_answer, with_ci
+from qlora_rag.generate import Generator
+from qlora_rag.prompt import NO_ANSWER, build_prompt
+from qlora_rag.store import PgVectorStore
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/
+from bench_rag import hardware  # noqa: E402
+from raft_sweep import _named  # noqa: E402
+
+def is_no(answer: str) -> bool: return normalize_answer(answer) == normalize_answer(NO_ANSWER)
+
+def log_prob(gen: Generator, prompt: str, answer: str) -> float:
+    "log P(answer, then the end token | prompt) under `gen`'s model."
+    tok = gen.tokenizer
+    before = tok(prompt, add_special_tokens=False)['input_ids']
+    ids = tok(answer, add_special_tokens=False)['input_ids'] + [tok.eos_token_id]
+    with torch.inference_mode():
+        logits = gen.model(torch.tensor([before + ids])).logits[0, len(before) - 1:-1]
+    return float(torch.log_softmax(logits.float(), -1)[torch.arange(len(ids)), ids].sum())
+
+def read(gen: Generator, question: str, chunks: list[str]) -> dict:
+    "The full-context answer, one answer per chunk, and every distinct one's two log-probs."
+    def prompt(context): return build_prompt(question, context, gen.style, gen.tokenizer)
+    full, *alone = gen.generate([prompt('\n\n'.join(chunks))] + [prompt(c) for c in chunks])
+    cands = [c for c in dict.fromkeys([full] + alone) if c.strip()]
+    scored = [dict(answer=c, lp=log_prob(gen, prompt('\n\n'.join(chunks)), c),
+                   lp_bare=log_prob(gen, prompt(''), c)) for c in cands]
+    return dict(full=full, alone=alone, candidates=scored)
+
+def pick(rule, row: dict, reference: str) -> str:
+    "One answer for `row` by `rule`; candidates saying the context does not say are passed over."
+    found = [c for c in row['candidates'] if not is_no(c['answer'])]
+    if rule is None or not found: return row['full']
+    if rule == 'oracle': key = lambda c: answer_metrics(c['answer'], reference)['f1']
+    else: key = rule
+    return max(found, key=key)['answer']
+
+RULES = {'all chunks together, greedy (the project)': None,
+         'highest log-prob after the full prompt': lambda c: c['lp'],
+         'highest pointwise mutual information': lambda c: c['lp'] - c['lp_bare'],
+         'first chunk alone (best-ranked), else together': 'first',
+         'oracle: the best candidate, reference in hand': 'oracle'}
+
+def choose(name: str, row: dict, reference: str) -> str:
+    rule = RULES[name]
+    if rule == 'first': return row['full'] if is_no(row['alone'][0]) else row['alone'][0]
+    return pick(rule, row, reference)
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--adapter', required=True, help='adapter (or run) folder')
+    ap.add_argument('--collection', default='pydocs_c200_o30', help="the manual's collection")
+    ap.add_argument('--json', type=Path, help='write the results here')
+    a = ap.parse_args(argv)
+    db.start_embedded()
+    cfg, store = Config(), PgVectorStore(a.collection)
+    qa = [r for r in load_qa('bench/qa/python_docs_qa.jsonl') if r.get('split') == 'dev']
+    gen = Generator.load(a.adapter, device='cpu')
+    chunks = [[d.page_content for d, _ in store.retrieve_with_scores(r['question'], cfg.rag)]
+              for r in qa]
+    rows = [read(gen, r['question'], cs) for r, cs in zip(qa, chunks)]
+    results = {}
+    for name in RULES:
+        answers = [choose(name, row, r['answer']) for row, r in zip(rows, qa)]
+        scores = with_ci([answer_metrics(x, r['answer']) for x, r in zip(answers, qa)])
+        results[name] = dict(_named(scores), said_no=sum(map(is_no, answers)) / len(answers))
+        print(f"{name:48s} F1 {scores['f1']:.3f} contains {scores['contains']:.3f}")
+    alone = [x for row in rows for x in row['alone']]
+    if a.json: a.json.write_text(json.dumps(dict(
+        hardware=hardware(), questions=len(qa), k=cfg.rag.k, search_type=cfg.rag.search_type,
+        chunks_read_alone=len(alone), alone_said_no=sum(map(is_no, alone)),
+        alone_hold_reference=sum(normalize_answer(r['answer']) in normalize_answer(c)
+                                 for r, cs in zip(qa, chunks) for c in cs),
+        candidates_per_question=sum(len(r['candidates']) for r in rows) / len(rows),
+        results=results), indent=1) + '\n')
+
+if __name__ == '__main__': main()
