@@ -25,7 +25,9 @@ def variants(rows: int=1000):
              'k3-5_na15_w60-160': RaftSettings(k=(3, 4, 5), words=short),
              'k2-4_na30_w60-160': RaftSettings(no_answer=0.3, words=short),
              'k2-4_na15_w120-300': RaftSettings(words=(120, 300)),
-             'k3-5_na15_w120-300': RaftSettings(k=(3, 4, 5), words=(120, 300))}
+             'k3-5_na15_w120-300': RaftSettings(k=(3, 4, 5), words=(120, 300)),
+             # one passage, half without the answer: a reader of one chunk at a time
+             'k1_na50_w120-300': RaftSettings(k=(1,), no_answer=0.5, words=(120, 300))}
     return {name + tag: raft for name, raft in named.items()}
 
 def write_jsonl(path: Path, rows):
@@ -60,13 +62,15 @@ def answer_all(d: Path, name: str, gen, qa: list[dict]):
     (d/'answers').mkdir(exist_ok=True)
     write_jsonl(d/'answers'/f'{name}.jsonl', rows)
 
-def _value(text: str):
-    "A `--set` value: a JSON number, boolean or list where it parses as one, else the text."
-    try: return json.loads(text)
-    except json.JSONDecodeError: return text
+def setting(text: str) -> tuple[str, object]:
+    "A `--set KEY=VALUE`: the value a JSON number, boolean or list where it parses as one."
+    key, eq, value = text.partition('=')
+    if not eq: raise argparse.ArgumentTypeError(f'{text!r} is not KEY=VALUE')
+    try: return key, json.loads(value)
+    except json.JSONDecodeError: return key, value
 
 def train_all(d: Path, base: str, out: Path|None, steps: int, only: list[str],
-              sets: list[str]=(), tag: str=''):
+              sets: tuple[tuple[str, object], ...]=(), tag: str=''):
     import torch
     from qlora_rag.core import Config
     from qlora_rag.generate import Generator
@@ -81,17 +85,17 @@ def train_all(d: Path, base: str, out: Path|None, steps: int, only: list[str],
     todo = only or [n for n in variants() if (d/f'{n}.jsonl').exists()]
     for data, name in [(n, n + tag) for n in todo if not (d/'runs'/(n + tag)).exists()]:
         cfg = Config()
-        for key, value in (kv.split('=', 1) for kv in sets): cfg.set(key, _value(value))
         cfg.data.source, cfg.model.name = str(d/f'{data}.jsonl'), base
         cfg.train.output_dir = str(d/'runs'/name)
         # The same number of steps for every setting; long passages must not be dropped
         cfg.train.max_steps, cfg.data.max_tokens = steps, 2048
+        for key, value in sets: cfg.set(key, value)
         t0 = time.time()
         run = train(cfg)
         answer_all(d, name, Generator.from_config(cfg), qa)
         report['variants'][name] = dict(seconds=round(time.time() - t0, 1), steps=run.steps,
-                                        train_s=run.train_time_s, losses=run.losses,
-                                        config=list(sets))
+                                        train_s=run.train_time_s, losses=run.losses, data=data,
+                                        config=[f'{k}={v}' for k, v in sets])
         if out:  # after each setting, so a cut-off run still returns what it finished
             from safetensors.torch import load_file, save_file  # float16: small enough to travel
             w = load_file(str(Path(cfg.train.output_dir)/'adapter'/'adapter_model.safetensors'))
@@ -100,9 +104,9 @@ def train_all(d: Path, base: str, out: Path|None, steps: int, only: list[str],
             shutil.copy(d/'answers'/f'{name}.jsonl', out/f'answers_{name}.jsonl')
         torch.cuda.empty_cache()
 
-def _named(m: dict) -> dict:
+def evaluation_names(m: dict) -> dict:
     "Metric names as the evaluation reports them: 'f1' -> 'answer_f1', also inside 'ci95'."
-    return {k if k == 'ci95' else f'answer_{k}': _named(v) if k == 'ci95' else v
+    return {k if k == 'ci95' else f'answer_{k}': evaluation_names(v) if k == 'ci95' else v
             for k, v in m.items()}
 
 def score_all(d: Path, out_json: Path|None):
@@ -113,8 +117,8 @@ def score_all(d: Path, out_json: Path|None):
     answered = {p.stem: [json.loads(l) for l in p.open()] for p in sorted((d/'answers').glob('*'))}
     def scores(rows, m):  # and the share of replies that say the context does not say
         said_no = sum(normalize_answer(r['answers'][m]) == no for r in rows) / len(rows)
-        return dict(_named(with_ci([answer_metrics(r['answers'][m], r['answer']) for r in rows])),
-                    said_no=round(said_no, 4))
+        metrics = with_ci([answer_metrics(r['answers'][m], r['answer']) for r in rows])
+        return dict(evaluation_names(metrics), said_no=round(said_no, 4))
     table = {name: {m: scores(rows, m) for m in ('norag', 'rag')}
              for name, rows in answered.items()}
     for name, scores in table.items(): print(name, json.dumps(scores))
@@ -123,9 +127,9 @@ def score_all(d: Path, out_json: Path|None):
     trained = {n: dict(v, hardware=r['hardware'], steps=r['steps'])
                for r in reports for n, v in r['variants'].items()}
     def described(name, t):
-        rows = int(re.search(r'_n(\d+)$|$', name)[1] or 1000)  # variants() names the set's size
-        sets = variants(rows)  # a name may carry a --tag; None: a set made elsewhere
-        raft = next((sets[n] for n in sets if name == n or name.startswith(n + '_')), None)
+        data = t.get('data', name)  # the training set; `name` may end in a --tag
+        rows = int(re.search(r'_n(\d+)$|$', data)[1] or 1000)  # variants() names the set's size
+        raft = variants(rows).get(data)  # None: a set made elsewhere (explore/reader_data.py)
         return dict(settings=raft and asdict(raft), rows=rows if raft else None,
                     config=t.get('config', []),
                     **{k: t[k] for k in ('hardware', 'steps', 'train_s')})
@@ -144,7 +148,7 @@ def main(argv=None):
     ap.add_argument('--rows', type=int, default=1000, help='examples per training set (data)')
     ap.add_argument('--only', nargs='*', default=[], help='settings to write or train (by name)')
     ap.add_argument('--out', type=Path, help='train: copy adapters here; score: JSON file')
-    ap.add_argument('--set', nargs='*', default=[], dest='sets', metavar='KEY=VALUE',
+    ap.add_argument('--set', nargs='*', default=[], dest='sets', metavar='KEY=VALUE', type=setting,
                     help='train: config settings for every adapter, e.g. lora.r=64')
     ap.add_argument('--tag', default='', help="train: added to each adapter's name")
     a = ap.parse_args(argv)

@@ -27,50 +27,57 @@ from qlora_rag.store import PgVectorStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/
 from bench_rag import hardware  # noqa: E402
-from raft_sweep import _named  # noqa: E402
+from raft_sweep import evaluation_names  # noqa: E402
 
 def is_no(answer: str) -> bool: return normalize_answer(answer) == normalize_answer(NO_ANSWER)
 
-def log_prob(gen: Generator, prompt: str, answer: str) -> float:
-    "log P(answer, then the end token | prompt) under `gen`'s model."
+def log_prob(gen: Generator, before: list[int], answer: str) -> float:
+    "log P(answer, then the end token | the prompt's tokens `before`) under `gen`'s model."
     tok = gen.tokenizer
-    before = tok(prompt, add_special_tokens=False)['input_ids']
     ids = tok(answer, add_special_tokens=False)['input_ids'] + [tok.eos_token_id]
     with torch.inference_mode():
         logits = gen.model(torch.tensor([before + ids])).logits[0, len(before) - 1:-1]
     return float(torch.log_softmax(logits.float(), -1)[torch.arange(len(ids)), ids].sum())
 
 def read(gen: Generator, question: str, chunks: list[str]) -> dict:
-    "The full-context answer, one answer per chunk, and every distinct one's two log-probs."
+    "The answer from all chunks, one per chunk alone, and each distinct answer's two log-probs."
     def prompt(context): return build_prompt(question, context, gen.style, gen.tokenizer)
+    def ids(text): return gen.tokenizer(text, add_special_tokens=False)['input_ids']
+    together, bare = ids(prompt('\n\n'.join(chunks))), ids(prompt(''))
     full, *alone = gen.generate([prompt('\n\n'.join(chunks))] + [prompt(c) for c in chunks])
-    cands = [c for c in dict.fromkeys([full] + alone) if c.strip()]
-    scored = [dict(answer=c, lp=log_prob(gen, prompt('\n\n'.join(chunks)), c),
-                   lp_bare=log_prob(gen, prompt(''), c)) for c in cands]
-    return dict(full=full, alone=alone, candidates=scored)
+    answers = [a for a in dict.fromkeys([full] + alone) if a.strip() and not is_no(a)]
+    return dict(full=full, alone=alone, candidates=[
+        dict(answer=a, lp=log_prob(gen, together, a), lp_bare=log_prob(gen, bare, a))
+        for a in answers])
 
-def pick(rule, row: dict, reference: str) -> str:
-    "One answer for `row` by `rule`; candidates saying the context does not say are passed over."
-    found = [c for c in row['candidates'] if not is_no(c['answer'])]
-    if rule is None or not found: return row['full']
-    if rule == 'oracle': key = lambda c: answer_metrics(c['answer'], reference)['f1']
-    else: key = rule
-    return max(found, key=key)['answer']
+def highest(score):
+    "A rule: the candidate with the highest `score`, else the answer from all chunks."
+    def rule(row: dict, reference: str) -> str:
+        return max(row['candidates'], key=score)['answer'] if row['candidates'] else row['full']
+    return rule
 
-RULES = {'all chunks together, greedy (the project)': None,
-         'highest log-prob after the full prompt': lambda c: c['lp'],
-         'highest pointwise mutual information': lambda c: c['lp'] - c['lp_bare'],
-         'first chunk alone (best-ranked), else together': 'first',
-         'oracle: the best candidate, reference in hand': 'oracle'}
+def first_answer_alone(n: int|None):
+    "A rule: the best-ranked of the first `n` chunks whose reading answers, else all chunks'."
+    def rule(row: dict, reference: str) -> str:
+        return next((a for a in row['alone'][:n] if a.strip() and not is_no(a)), row['full'])
+    return rule
 
-def choose(name: str, row: dict, reference: str) -> str:
-    rule = RULES[name]
-    if rule == 'first': return row['full'] if is_no(row['alone'][0]) else row['alone'][0]
-    return pick(rule, row, reference)
+def oracle(row: dict, reference: str) -> str:
+    "The candidate closest to the reference: what a perfect selector would pick."
+    answers = [row['full']] + [c['answer'] for c in row['candidates']]
+    return max(answers, key=lambda a: answer_metrics(a, reference)['f1'])
+
+RULES = {'all chunks together, greedy (the project)': lambda row, reference: row['full'],
+         'highest log-prob after the full prompt': highest(lambda c: c['lp']),
+         'highest pointwise mutual information': highest(lambda c: c['lp'] - c['lp_bare']),
+         'best-ranked chunk alone, else together': first_answer_alone(1),
+         'best-ranked chunk whose reading answers, else together': first_answer_alone(None),
+         'oracle: the best candidate, reference in hand': oracle}
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--adapter', required=True, help='adapter (or run) folder')
+    ap.add_argument('--trained-on', default='', help="the adapter's training set, for the JSON")
     ap.add_argument('--collection', default='pydocs_c200_o30', help="the manual's collection")
     ap.add_argument('--json', type=Path, help='write the results here')
     a = ap.parse_args(argv)
@@ -83,15 +90,17 @@ def main(argv=None):
     rows = [read(gen, r['question'], cs) for r, cs in zip(qa, chunks)]
     results = {}
     for name in RULES:
-        answers = [choose(name, row, r['answer']) for row, r in zip(rows, qa)]
+        answers = [RULES[name](row, r['answer']) for row, r in zip(rows, qa)]
         scores = with_ci([answer_metrics(x, r['answer']) for x, r in zip(answers, qa)])
-        results[name] = dict(_named(scores), said_no=sum(map(is_no, answers)) / len(answers))
+        said_no = sum(map(is_no, answers)) / len(answers)
+        results[name] = dict(evaluation_names(scores), said_no=said_no)
         print(f"{name:48s} F1 {scores['f1']:.3f} contains {scores['contains']:.3f}")
     alone = [x for row in rows for x in row['alone']]
     if a.json: a.json.write_text(json.dumps(dict(
-        hardware=hardware(), questions=len(qa), k=cfg.rag.k, search_type=cfg.rag.search_type,
+        hardware=hardware(), trained_on=a.trained_on, questions=len(qa), k=cfg.rag.k,
+        search_type=cfg.rag.search_type,
         chunks_read_alone=len(alone), alone_said_no=sum(map(is_no, alone)),
-        alone_hold_reference=sum(normalize_answer(r['answer']) in normalize_answer(c)
+        chunks_hold_reference=sum(normalize_answer(r['answer']) in normalize_answer(c)
                                  for r, cs in zip(qa, chunks) for c in cs),
         candidates_per_question=sum(len(r['candidates']) for r in rows) / len(rows),
         results=results), indent=1) + '\n')
