@@ -15,9 +15,9 @@ from .prompt import NO_ANSWER
 
 # %% auto #0
 __all__ = ['VARROW_SYLLABLES', 'KESTREL_SYLLABLES', 'VARROW', 'BOOKS', 'KESTREL', 'WorldRandom', 'make_name', 'Attr',
-           'make_entity', 'describe', 'filler', 'passage', 'mine_neighbours', 'phrase', 'RaftSettings', 'closed_qa',
-           'extraction', 'open_qa', 'other_task', 'make_training_set', 'slug', 'corpus_page', 'make_corpus',
-           'write_assets']
+           'make_entity', 'describe', 'filler', 'passage', 'mine_neighbours', 'phrase', 'RaftSettings', 'ask_about',
+           'closed_qa', 'extraction', 'open_qa', 'other_task', 'make_training_set', 'slug', 'corpus_page',
+           'make_corpus', 'write_assets']
 
 # %% ../nbs/10_synth.ipynb #81a262bd
 VARROW_SYLLABLES = 'ar bel cor dan el fen gar hal ir jor kel lun mar nor'.split()
@@ -385,6 +385,16 @@ class RaftSettings:
     words: tuple[int, int] = (120, 300)  # Passage length range, in words
     neighbours: int = 6  # Distractors are drawn from this many nearest passages
 
+# %% ../nbs/10_synth.ipynb #c5d343f9
+def ask_about(rng: WorldRandom, # Seeded generator of the world
+              e: dict, # The entity asked about
+              a: str, # Which of its facts
+              others: list[str], # The context's other passages, for an `ask` that needs them
+              world: dict=VARROW, # The entities' world
+             ) -> tuple[str, str]:
+    "A question about fact `a` of `e` in one of the world's phrasings, and its answer."
+    return _cap(rng.choice(world[e['kind']]['attrs'][a].ask).format(name=e['name'])), e[a]
+
 # %% ../nbs/10_synth.ipynb #c0a7228c
 def closed_qa(rng: WorldRandom, # Seeded generator of the world
               pool: list[dict], # Entities to ask about, one passage each
@@ -392,6 +402,7 @@ def closed_qa(rng: WorldRandom, # Seeded generator of the world
               neighbours: list[list[int]], # From `mine_neighbours`
               raft: RaftSettings=RaftSettings(), # How contexts are drawn
               world: dict=VARROW, # The entities' world
+              ask=ask_about, # Writes the question and its answer, called as `ask_about` is
              ) -> dict:
     "One closed-QA example: a question, `k` passages (the answer's among look-alikes), the answer."
     i = rng.randrange(len(pool))
@@ -401,9 +412,9 @@ def closed_qa(rng: WorldRandom, # Seeded generator of the world
     ctx = [passages[j] for j in picked] + [passages[i]] * answerable
     rng.shuffle(ctx)
     a = rng.choice(list(world[e['kind']]['attrs']))
-    q = phrase(rng, _cap(rng.choice(world[e['kind']]['attrs'][a].ask).format(name=e['name'])))
-    return dict(instruction=q, context='\n\n'.join(ctx),
-                response=e[a] if answerable else NO_ANSWER, category='closed_qa')
+    q, answer = ask(rng, e, a, [passages[j] for j in picked], world)
+    return dict(instruction=phrase(rng, q), context='\n\n'.join(ctx),
+                response=answer if answerable else NO_ANSWER, category='closed_qa')
 
 # %% ../nbs/10_synth.ipynb #db271f92
 def extraction(rng: WorldRandom, # Seeded generator of the world

@@ -12,6 +12,7 @@ Train and score a set with bench/raft_sweep.py (`train DIR --only NAME`, `score 
 bench/results/reader_data_dev.json.
 """
 import argparse, json, random, re
+from functools import partial
 from pathlib import Path
 
 import qlora_rag.synth as synth
@@ -81,29 +82,18 @@ GLOSS = {  # Other words for a drawn value, so a question need not copy its pass
  'radios': ['radio sets'], 'cameras': ['photographic cameras'],
 }
 
-def ask(rng, e: dict, a: str, others: list[str], which: float) -> tuple[str, str]:
-    "A question about fact `a` of `e`, and its answer: the fact's value, or whose fact it is."
+def ask(rng, e: dict, a: str, others: list[str], world: dict, which: float) -> tuple[str, str]:
+    "As `synth.ask_about`, except that a share `which` of the questions ask whose fact `a` is."
     whiches = ASK_WHICH.get(e['kind'], {}).get(a)
     if which and whiches and rng.random() < which and not any(e[a] in p for p in others):
         value = rng.choice(GLOSS.get(e[a], [e[a]]))
         return synth._cap(rng.choice(whiches).format(value=value)), e['name']
-    attr = synth.VARROW[e['kind']]['attrs'][a]
-    return synth._cap(rng.choice(attr.ask).format(name=e['name'])), e[a]
+    return synth.ask_about(rng, e, a, others, world)
 
 def which_training_set(which: float, no_answer: float=0.15) -> list[dict]:
     "The bundled set's generator, a share `which` of its closed-QA questions asked the other way."
-    def closed_qa(rng, pool, passages, neighbours, raft, world=synth.VARROW):
-        i = rng.randrange(len(pool))  # as synth.closed_qa, with `ask` choosing the question
-        e, k = pool[i], rng.choice(raft.k)
-        answerable = rng.random() >= raft.no_answer
-        picked = rng.sample(neighbours[i][:raft.neighbours], k - answerable)
-        ctx = [passages[j] for j in picked] + [passages[i]] * answerable
-        rng.shuffle(ctx)
-        a = rng.choice(list(world[e['kind']]['attrs']))
-        q, answer = ask(rng, e, a, [passages[j] for j in picked], which)
-        return dict(instruction=synth.phrase(rng, q), context='\n\n'.join(ctx),
-                    response=answer if answerable else NO_ANSWER, category='closed_qa')
-    plain, synth.closed_qa = synth.closed_qa, closed_qa
+    plain = synth.closed_qa
+    synth.closed_qa = partial(plain, ask=partial(ask, which=which))
     try: return synth.make_training_set(raft=synth.RaftSettings(no_answer=no_answer))
     finally: synth.closed_qa = plain
 
