@@ -111,12 +111,11 @@ def evaluation_names(m: dict) -> dict:
 
 def score_all(d: Path, out_json: Path|None):
     "Scores of every answers/NAME.jsonl in `d`, with the steps and seconds each setting trained."
-    from qlora_rag.evaluate import answer_metrics, normalize_answer, with_ci
-    from qlora_rag.prompt import NO_ANSWER
-    no = normalize_answer(NO_ANSWER)
+    from qlora_rag.evaluate import answer_metrics, with_ci
+    from qlora_rag.prompt import is_no_answer
     answered = {p.stem: [json.loads(l) for l in p.open()] for p in sorted((d/'answers').glob('*'))}
     def scores(rows, m):  # and the share of replies that say the context does not say
-        said_no = sum(normalize_answer(r['answers'][m]) == no for r in rows) / len(rows)
+        said_no = sum(is_no_answer(r['answers'][m]) for r in rows) / len(rows)
         metrics = with_ci([answer_metrics(r['answers'][m], r['answer']) for r in rows])
         return dict(evaluation_names(metrics), said_no=round(said_no, 4))
     table = {name: {m: scores(rows, m) for m in ('norag', 'rag')}

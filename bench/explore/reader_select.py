@@ -20,16 +20,14 @@ import torch
 
 from qlora_rag import db
 from qlora_rag.core import Config
-from qlora_rag.evaluate import answer_metrics, load_qa, normalize_answer, with_ci
+from qlora_rag.evaluate import answer_metrics, contains, load_qa, with_ci
 from qlora_rag.generate import Generator
-from qlora_rag.prompt import NO_ANSWER, build_prompt
+from qlora_rag.prompt import build_prompt, is_no_answer
 from qlora_rag.store import PgVectorStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/
 from bench_rag import hardware  # noqa: E402
 from raft_sweep import evaluation_names  # noqa: E402
-
-def is_no(answer: str) -> bool: return normalize_answer(answer) == normalize_answer(NO_ANSWER)
 
 def log_prob(gen: Generator, before: list[int], answer: str) -> float:
     "log P(answer, then the end token | the prompt's tokens `before`) under `gen`'s model."
@@ -43,9 +41,10 @@ def read(gen: Generator, question: str, chunks: list[str]) -> dict:
     "The answer from all chunks, one per chunk alone, and each distinct answer's two log-probs."
     def prompt(context): return build_prompt(question, context, gen.style, gen.tokenizer)
     def ids(text): return gen.tokenizer(text, add_special_tokens=False)['input_ids']
-    together, bare = ids(prompt('\n\n'.join(chunks))), ids(prompt(''))
-    full, *alone = gen.generate([prompt('\n\n'.join(chunks))] + [prompt(c) for c in chunks])
-    answers = [a for a in dict.fromkeys([full] + alone) if a.strip() and not is_no(a)]
+    whole = prompt('\n\n'.join(chunks))
+    together, bare = ids(whole), ids(prompt(''))
+    full, *alone = gen.generate([whole] + [prompt(c) for c in chunks])
+    answers = [a for a in dict.fromkeys([full] + alone) if a.strip() and not is_no_answer(a)]
     return dict(full=full, alone=alone, candidates=[
         dict(answer=a, lp=log_prob(gen, together, a), lp_bare=log_prob(gen, bare, a))
         for a in answers])
@@ -59,7 +58,7 @@ def highest(score):
 def first_answer_alone(n: int|None):
     "A rule: the best-ranked of the first `n` chunks whose reading answers, else all chunks'."
     def rule(row: dict, reference: str) -> str:
-        return next((a for a in row['alone'][:n] if a.strip() and not is_no(a)), row['full'])
+        return next((a for a in row['alone'][:n] if a.strip() and not is_no_answer(a)), row['full'])
     return rule
 
 def oracle(row: dict, reference: str) -> str:
@@ -92,16 +91,16 @@ def main(argv=None):
     for name in RULES:
         answers = [RULES[name](row, r['answer']) for row, r in zip(rows, qa)]
         scores = with_ci([answer_metrics(x, r['answer']) for x, r in zip(answers, qa)])
-        said_no = sum(map(is_no, answers)) / len(answers)
+        said_no = sum(map(is_no_answer, answers)) / len(answers)
         results[name] = dict(evaluation_names(scores), said_no=said_no)
         print(f"{name:48s} F1 {scores['f1']:.3f} contains {scores['contains']:.3f}")
     alone = [x for row in rows for x in row['alone']]
     if a.json: a.json.write_text(json.dumps(dict(
         hardware=hardware(), trained_on=a.trained_on, questions=len(qa), k=cfg.rag.k,
         search_type=cfg.rag.search_type,
-        chunks_read_alone=len(alone), alone_said_no=sum(map(is_no, alone)),
-        chunks_hold_reference=sum(normalize_answer(r['answer']) in normalize_answer(c)
-                                 for r, cs in zip(qa, chunks) for c in cs),
+        chunks_read_alone=len(alone), alone_said_no=sum(map(is_no_answer, alone)),
+        chunks_hold_reference=int(sum(contains(c, r['answer'])
+                                      for r, cs in zip(qa, chunks) for c in cs)),
         candidates_per_question=sum(len(r['candidates']) for r in rows) / len(rows),
         results=results), indent=1) + '\n')
 
