@@ -11,7 +11,8 @@ group and variant) are spread over the machine's GPUs, one job per GPU at a time
 the next job as it finishes one; every job's result is kept in `--work`, so a run stopped by
 `--stop-after` (or killed) goes on where it was when started again with `--resume`. `--multi-gpu`
 then runs `bench/multi_gpu.py` (one GPU, DDP, FSDP-QLoRA) on all GPUs. The report prints, per group,
-one table with tokens/s, peak GPU memory, the memory `train.activation_gib` expected, the
+one table with tokens/s, peak GPU memory, the memory the training plan expected
+(`train.activation_gib`, or `train.offloaded_gib` where every layer is offloaded), the
 checkpointing used, MFU, the per-step loss gap to (b) and the ratios of (c) and against (u); then
 the multi-GPU figures.
 
@@ -48,6 +49,11 @@ VARIANTS = {
     'c+parts': ('(c) compiling each layer by parts (train.compile=parts)', None,
                 dict(compile='parts')),
     'u': ("Unsloth: FastLanguageModel, its checkpointing, packing", PACK, dict(unsloth=True)),
+    'u+bs4': ('(u) in micro-batches of 4 rows, 8 a step as ours', PACK,
+              dict(unsloth=True, batch=4)),
+    'c+mem2.5': ('(c) planned for 2.5 GiB (train.memory_gib)', None, dict(memory=2.5)),
+    'c+mem8': ('(c) planned for 8 GiB (train.memory_gib)', None, dict(memory=8.0)),
+    'c+mem8+d0': ('(c+mem8) with LoRA dropout 0 as (u)', None, dict(memory=8.0, dropout=0.0)),
     'c-gc': ('(c) without gradient checkpointing', NO_CKPT, {}),
     'c/2': ('(c) checkpointing every 2nd layer (train.checkpoint_every=2)', None, dict(every=2)),
     'c/3': ('(c) checkpointing every 3rd layer (train.checkpoint_every=3)', None, dict(every=3)),
@@ -135,6 +141,7 @@ def variant_config(name: str, model_dir: str, steps: int, warmup: int, batch: in
     cfg.data.max_tokens = max_len
     if 'dropout' in opts: cfg.lora.dropout = opts['dropout']
     if 'every' in opts: cfg.train.checkpoint_every = opts['every']
+    if 'memory' in opts: cfg.train.memory_gib = opts['memory']
     t = cfg.train
     t.batch_size, t.max_steps = opts.get('batch', batch), warmup + steps
     t.grad_accum, t.compile = opts.get('accum', 1), opts.get('compile', t.compile)
@@ -199,7 +206,7 @@ def run_variant(name: str, model_dir: str, steps: int, warmup: int, batch: int, 
     from trl import SFTTrainer
     from qlora_rag.model import load_base_model, add_lora, load_tokenizer
     from qlora_rag.packing import training_attention
-    from qlora_rag.train import speedups, memory_plan, activation_gib
+    from qlora_rag.train import speedups, memory_plan, activation_gib, offloaded_gib
     cfg = variant_config(name, model_dir, steps, warmup, batch, max_len)
     if VARIANTS[name][2].get('liger'):
         from liger_kernel.transformers import apply_liger_kernel_to_llama
@@ -211,7 +218,10 @@ def run_variant(name: str, model_dir: str, steps: int, warmup: int, batch: int, 
         cfg, policy = memory_plan(cfg, base, 'cuda:0')
     args = trl_args(cfg, name)
     every = max(cfg.train.checkpoint_every, 1) if args.gradient_checkpointing else 0
-    est = weights_gib + activation_gib(base.config, cfg.train.batch_size * max_len, every)
+    tokens = cfg.train.batch_size * max_len
+    est = weights_gib + (offloaded_gib(base.config, tokens)
+                         if args.activation_offloading and every == 1
+                         else activation_gib(base.config, tokens, every))
     model = add_lora(base, cfg.lora, args.gradient_checkpointing)
     has_tok = (Path(model_dir)/'tokenizer.json').exists()
     vocab = base.config.vocab_size
@@ -246,6 +256,7 @@ def run_unsloth(name: str, model_dir: str, steps: int, warmup: int, batch: int, 
     from trl import SFTTrainer, SFTConfig
     cfg = variant_config(name, model_dir, steps, warmup, batch, max_len)
     model, tok, params = unsloth_model(model_dir, cfg)
+    batch = VARIANTS[name][2].get('batch', batch)
     args = SFTConfig(output_dir=cfg.train.output_dir, per_device_train_batch_size=batch,
                      max_steps=warmup + steps, learning_rate=cfg.train.learning_rate,
                      optim='paged_adamw_8bit', bf16=True, max_length=max_len, report_to=[],
@@ -556,11 +567,11 @@ def report(results: list[dict], shape: str, max_len: int):
         gap = f'{gap:.2%}' if gap is not None else '-'
         print(f"{r['variant']:<8}{r['desc'][:43]:<44}{r['tokens_per_s']:>10,.0f}{r['step_s']:>8.2f}"
               f"{r['peak_gib']:>9.1f}{est:>8}{mfu:>6.0%}{gap:>10}  {r['checkpointing']}")
-    if 'u' in ok:
-        u = ok['u']
-        print('vs (u): ' + ', '.join(f"({v}) {r['tokens_per_s'] / u['tokens_per_s']:.2f}x at "
-                                     f"{r['peak_gib']:.1f} GiB" for v, r in ok.items() if v != 'u')
-              + f" ((u): {u['peak_gib']:.1f} GiB)")
+    for name in (v for v in ok if VARIANTS[v][2].get('unsloth')):
+        u = ok[name]
+        print(f'vs ({name}): ' + ', '.join(f"({v}) {r['tokens_per_s'] / u['tokens_per_s']:.2f}x at "
+                                         f"{r['peak_gib']:.2f} GiB" for v, r in ok.items()
+                                         if v != name) + f" (({name}): {u['peak_gib']:.2f} GiB)")
     if 'c' not in ok: return
     c = ok['c']['tokens_per_s']
     print('ratios: ' + ', '.join(f"(c)/({v}) = {c / ok[v]['tokens_per_s']:.2f}x"

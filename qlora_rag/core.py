@@ -364,7 +364,8 @@ class TrainConfig:
     checkpoint_every: int = knob(0, lo=0)
     memory_gib: float = knob(24.0, lo=0.5)  # GPU memory a run may fill (less if the card has less)
     # Keep the checkpointed activations in CPU memory until the backward pass (GPU only); auto: on
-    # when the activations of the checkpointing chosen don't fit train.memory_gib
+    # when the activations of the checkpointing chosen don't fit train.memory_gib, and then, if
+    # even offloaded they miss it, each step's rows split into smaller micro-batches
     offload_activations: str = knob('auto', ('auto', 'on', 'off'))
     # Compile decoder layers with torch.compile (fused kernels, less Python per step): each layer
     # whole, or its attention, MLP and norms apart; auto: layers on a CUDA GPU, except under FSDP

@@ -16,9 +16,10 @@ from .model import (ADAPTER, load_tokenizer, load_base_model, add_lora, float32_
 from .packing import training_attention, use_varlen_attention
 
 # %% auto #0
-__all__ = ['GIB', 'TrainError', 'last_checkpoint', 'check_output_dir', 'oom_hint', 'sft_args', 'activation_gib',
-           'least_checkpointing', 'activation_budget', 'checkpoint_policy', 'offload_policy', 'memory_plan',
-           'compile_layers', 'speedups', 'make_trainer', 'RunReport', 'run_report', 'plot_losses', 'save_run', 'train']
+__all__ = ['GIB', 'TrainError', 'last_checkpoint', 'check_output_dir', 'oom_hint', 'sft_args', 'layer_bytes', 'activation_gib',
+           'least_checkpointing', 'activation_budget', 'checkpoint_policy', 'offload_policy', 'offloaded_gib',
+           'micro_batches', 'split_batch', 'memory_plan', 'compile_layers', 'speedups', 'make_trainer', 'RunReport',
+           'run_report', 'plot_losses', 'save_run', 'train']
 
 # %% ../nbs/14_train.ipynb #e81a229d
 class TrainError(QloraRagError):
@@ -109,15 +110,21 @@ def sft_args(cfg: Config, # The full config; uses train and data.max_tokens
 # %% ../nbs/14_train.ipynb #ab9328be
 GIB = 2**30
 
+def layer_bytes(config, # The model's config: hidden and intermediate size
+               ) -> int:
+    "Bytes a token's activations take in one decoder layer that is not checkpointed (bf16)."
+    h = config.hidden_size
+    return 2 * (14 * h + 5 * (getattr(config, 'intermediate_size', None) or 4 * h))
+
 def activation_gib(config, # The model's config: hidden, intermediate and vocabulary size, layers
                    tokens: int, # Tokens in one micro-batch
                    every: int, # Checkpoint every n-th decoder layer; 0: none
                   ) -> float:
     "Estimated GiB the backward pass holds for one micro-batch: activations and logits."
-    h, layers = config.hidden_size, config.num_hidden_layers
-    inter = getattr(config, 'intermediate_size', None) or 4 * h
+    layers = config.num_hidden_layers
     ckpt = -(-layers // every) if every else 0  # layers 0, n, 2n, ... are checkpointed
-    per_token = 2 * (ckpt * h + (layers - ckpt) * (14 * h + 5 * inter)) + 8 * config.vocab_size
+    per_token = (2 * ckpt * config.hidden_size + (layers - ckpt) * layer_bytes(config)
+                 + 8 * config.vocab_size)
     return tokens * per_token / GIB
 
 def least_checkpointing(config, # The model's config
@@ -176,17 +183,50 @@ def offload_policy(cfg: Config, # Uses train and data.max_tokens
     return need > budget, (f"{'on' if need > budget else 'off'} (auto: ~{need:.1f} GiB of "
                            f'activations in a {budget:.1f} GiB budget)')
 
+# %% ../nbs/14_train.ipynb #5f2f6955
+def offloaded_gib(config, # The model's config: hidden and intermediate size
+                  tokens: int, # Tokens in one micro-batch
+                 ) -> float:
+    "Estimated GiB the backward pass holds on the GPU with every layer checkpointed and offloaded."
+    return tokens * 2 * layer_bytes(config) / GIB
+
+def micro_batches(config, # The model's config
+                  rows: int, # Rows of one micro-batch as configured (`train.batch_size`)
+                  row_tokens: int, # Tokens in one row (`data.max_tokens`)
+                  budget_gib: float, # Memory the activations may take
+                 ) -> int:
+    "The fewest equal micro-batches (1, 2, 4, ...) of `rows` whose offloaded activations fit."
+    n = 1
+    while rows % (2 * n) == 0 and offloaded_gib(config, rows // n * row_tokens) > budget_gib:
+        n *= 2
+    return n
+
 # %% ../nbs/14_train.ipynb #2ebe2d61
+def split_batch(cfg: Config, # Changed in place: train.batch_size and train.grad_accum
+                model, # The loaded base model
+                device: str, # A CUDA device
+               ) -> str:
+    "Split the micro-batch until its offloaded activations fit the budget; what was done."
+    t, budget = cfg.train, activation_budget(cfg, device)
+    n = micro_batches(model.config, t.batch_size, cfg.data.max_tokens, budget)
+    if n == 1: return ''
+    t.batch_size, t.grad_accum = t.batch_size // n, t.grad_accum * n
+    need = offloaded_gib(model.config, t.batch_size * cfg.data.max_tokens)
+    return (f'; micro-batches of {t.batch_size} rows, {t.grad_accum} a step (auto: ~{need:.1f} GiB '
+            f'of offloaded activations in a {budget:.1f} GiB budget)')
+
 def memory_plan(cfg: Config, # Uses train and data.max_tokens
                 model, # The loaded base model
                 device: str, # Device from `pick_device`
                ) -> tuple[Config, str]:
-    "A copy of `cfg` with this run's checkpointing and offloading decided, and what was chosen."
+    "A copy of `cfg` with this run's checkpointing, offloading and micro-batches decided, and why."
     every, said = checkpoint_policy(cfg, model, device)
     offload, why = offload_policy(cfg, model, device, every)
-    if offload: said += f'; activation offloading {why}'
     cfg = copy.deepcopy(cfg)
     t = cfg.train
+    if offload: said += f'; activation offloading {why}'
+    if offload and every == 1 and t.offload_activations == 'auto':
+        said += split_batch(cfg, model, device)
     t.gradient_checkpointing, t.checkpoint_every = every > 0, max(every, 1)
     t.offload_activations = 'on' if offload else 'off'
     return cfg, said
