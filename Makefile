@@ -54,11 +54,13 @@ UNSLOTH_PATH ?=
 export UNSLOTH_PATH
 comma := ,
 WITH_U := $(if $(UNSLOTH_PATH),$(comma)u)
+WITH_U4 := $(if $(UNSLOTH_PATH),$(comma)u+bs4)
 # One run: every shape's jobs spread over the machine's GPUs (one job per GPU at a time), then one
 # GPU vs DDP vs FSDP-QLoRA on all of them. Each job's result is kept in /tmp/bench-train: with
-# STOP_AFTER=SECONDS no job starts after that time, and RESUME=1 later goes on from there.
+# STOP_AFTER=SECONDS no job starts after that time, and RESUME=1 later goes on from there. The
+# c+mem variants are the default planned for a small card (train.memory_gib 2.5 and 8 GiB).
 TRAIN_RUN := 1.7b:a,b,c$(WITH_U) 8b:b,c$(WITH_U) 8b@2048:b,c$(WITH_U) \
-  1.7b:c+parts,c/1+off+ga2+d0 8b:c+parts,c/1+off+ga2+d0,c/1+off+ga4+d0
+  1.7b:c+parts,c+mem2.5$(WITH_U4) 8b:c+parts,c+mem8,c+mem8+d0$(WITH_U4)
 STOP_AFTER ?=
 RESUME ?=
 bench-train: install bench/smollm2
