@@ -351,7 +351,8 @@ class TrainConfig:
     output_dir: str = knob('runs/default', flag='output')
     epochs: float = knob(1.0, lo=1e-3)  # Passes over the training split (unless max_steps > 0)
     max_steps: int = knob(-1, lo=-1)  # Stop after this many optimizer steps; -1 runs `epochs`
-    batch_size: int = knob(4, lo=1)  # Examples (packed rows) per device per micro-batch
+    # Examples (packed rows) per device per micro-batch (a GPU run's memory plan may split it)
+    batch_size: int = knob(4, lo=1)
     grad_accum: int = knob(1, lo=1)  # Micro-batches per optimizer step
     learning_rate: float = knob(2e-4, lo=1e-9, hi=1.0)  # Peak learning rate
     # Learning-rate schedule
