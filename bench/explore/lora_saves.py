@@ -70,8 +70,11 @@ def main():
     ap.add_argument('--shape', default='1.7b', choices=list(SHAPES))
     ap.add_argument('--tokens', type=int, nargs=2, default=(1024, 2048))
     a = ap.parse_args()
-    h, i = SHAPES[a.shape]['hidden_size'], SHAPES[a.shape]['intermediate_size']
-    print(f"{a.shape}: estimate (train.layer_bytes) {2 * (14 * h + 5 * i) / 1e3:.0f} KB a token")
+    from types import SimpleNamespace
+    from qlora_rag.train import layer_bytes
+    h = SHAPES[a.shape]['hidden_size']
+    estimate = layer_bytes(SimpleNamespace(**SHAPES[a.shape]))
+    print(f"{a.shape}: estimate (train.layer_bytes) {estimate / 1e3:.0f} KB a token")
     for adapters in ('float32', 'compute'):
         for compiled in (False, True):
             per = measure(a.shape, adapters, compiled, *a.tokens)
