@@ -37,7 +37,7 @@ SHAPES = {  # Llama-shaped models built with random weights (throughput does not
 NO_CKPT = dict(gradient_checkpointing=False)
 PACK = dict(packing=True, packing_strategy='bfd')
 # name: (description, SFTConfig overrides, options: batch, accum, every, dropout, attn, liger,
-#        compile, stash)
+#        compile, stash, budget (torch's activation_memory_budget), rng (functionalized rng ops))
 VARIANTS = {
     'a': ('seed-style: TRL, pad to longest, gradient checkpointing',
           dict(packing=False, padding_free=False), {}),
@@ -80,6 +80,15 @@ VARIANTS = {
                                  dict(every=1, batch=4, accum=2, dropout=0.0, compile='layers',
                                       stash=1)),
     'c-gc/4': ('(c) no checkpointing, 4 rows per step', NO_CKPT, dict(batch=4)),
+    'c/1+off+d0': ('(c/1+off) with LoRA dropout 0 as (u)', dict(activation_offloading=True),
+                   dict(every=1, dropout=0.0)),
+    'c/1+off+d0+ab.5': ('(c/1+off+d0), compiled layers with activation memory budget 0.5',
+                        dict(activation_offloading=True), dict(every=1, dropout=0.0, budget=0.5)),
+    'c/1+off+d0+ab.5+s1': ('(c/1+off+d0+ab.5) keeping 1 activation on the GPU, not 5',
+                           dict(activation_offloading=True),
+                           dict(every=1, dropout=0.0, budget=0.5, stash=1)),
+    'c/1+off+ab.5+rng': ('(c/1+off), budget 0.5, dropout masks recomputed (functionalized rng)',
+                         dict(activation_offloading=True), dict(every=1, budget=0.5, rng=True)),
     # exploration: one change at a time on top of (b)
     'b+liger': ('(b) + Liger RMSNorm/SwiGLU/RoPE kernels', PACK, dict(liger=True)),
     'b+nodrop': ('(b) + LoRA dropout 0', PACK, dict(dropout=0.0)),
@@ -212,6 +221,10 @@ def run_variant(name: str, model_dir: str, steps: int, warmup: int, batch: int, 
         from liger_kernel.transformers import apply_liger_kernel_to_llama
         apply_liger_kernel_to_llama(rope=True, rms_norm=True, swiglu=True, cross_entropy=False,
                                     fused_linear_cross_entropy=False)
+    if {'budget', 'rng'} & VARIANTS[name][2].keys():  # read when the compiled layers compile
+        import torch._functorch.config as functorch
+        functorch.activation_memory_budget = VARIANTS[name][2].get('budget', 1.0)
+        functorch.functionalize_rng_ops = VARIANTS[name][2].get('rng', False)
     base = load_base_model(cfg.model)
     weights_gib, policy = torch.cuda.memory_allocated() / 2**30, 'every layer (TRL)'
     if name[0] == 'c':  # qlora_rag's own choice, as `train.make_trainer` makes it
