@@ -84,9 +84,6 @@ VARIANTS = {
                    dict(every=1, dropout=0.0)),
     'c/1+off+d0+ab.5': ('(c/1+off+d0), compiled layers with activation memory budget 0.5',
                         dict(activation_offloading=True), dict(every=1, dropout=0.0, budget=0.5)),
-    'c/1+off+d0+ab.5+s1': ('(c/1+off+d0+ab.5) keeping 1 activation on the GPU, not 5',
-                           dict(activation_offloading=True),
-                           dict(every=1, dropout=0.0, budget=0.5, stash=1)),
     'c/1+off+ab.5+rng': ('(c/1+off), budget 0.5, dropout masks recomputed (functionalized rng)',
                          dict(activation_offloading=True), dict(every=1, budget=0.5, rng=True)),
     # exploration: one change at a time on top of (b)
