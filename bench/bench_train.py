@@ -205,6 +205,14 @@ def losses(trainer) -> list[float]:
     return [l['loss'] for l in trainer.state.log_history if 'loss' in l]
 
 
+def recompute(budget: float=1.0, # torch's activation_memory_budget: below 1 keeps less
+              rng: bool=False, # functionalized random ops, so dropout masks can be drawn again
+             ):
+    "Set what compiled layers keep for their backward; read when they compile, at the first step."
+    import torch._functorch.config as functorch
+    functorch.activation_memory_budget, functorch.functionalize_rng_ops = budget, rng
+
+
 def run_variant(name: str, model_dir: str, steps: int, warmup: int, batch: int, max_len: int,
                 out: str, profile: bool):
     "Time one variant in this process; write its result to `out`."
@@ -214,14 +222,12 @@ def run_variant(name: str, model_dir: str, steps: int, warmup: int, batch: int, 
     from qlora_rag.packing import training_attention
     from qlora_rag.train import speedups, memory_plan, activation_gib, offloaded_gib
     cfg = variant_config(name, model_dir, steps, warmup, batch, max_len)
-    if VARIANTS[name][2].get('liger'):
+    opts = VARIANTS[name][2]
+    if opts.get('liger'):
         from liger_kernel.transformers import apply_liger_kernel_to_llama
         apply_liger_kernel_to_llama(rope=True, rms_norm=True, swiglu=True, cross_entropy=False,
                                     fused_linear_cross_entropy=False)
-    if {'budget', 'rng'} & VARIANTS[name][2].keys():  # read when the compiled layers compile
-        import torch._functorch.config as functorch
-        functorch.activation_memory_budget = VARIANTS[name][2].get('budget', 1.0)
-        functorch.functionalize_rng_ops = VARIANTS[name][2].get('rng', False)
+    recompute(opts.get('budget', 1.0), opts.get('rng', False))  # torch's defaults unless set
     base = load_base_model(cfg.model)
     weights_gib, policy = torch.cuda.memory_allocated() / 2**30, 'every layer (TRL)'
     if name[0] == 'c':  # qlora_rag's own choice, as `train.make_trainer` makes it
@@ -240,10 +246,10 @@ def run_variant(name: str, model_dir: str, steps: int, warmup: int, batch: int, 
                if name[0] == 'c' else [])
     data = bench_data(cfg, steps, warmup, vocab)
     trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok)
-    if 'stash' in VARIANTS[name][2]:  # how many offloaded activations wait on the GPU at a time
+    if 'stash' in opts:  # how many offloaded activations wait on the GPU at a time
         from trl.models import get_act_offloading_ctx_manager
         trainer.maybe_activation_offload_context = get_act_offloading_ctx_manager(
-            trainer.model, max_fwd_stash_size=VARIANTS[name][2]['stash'])
+            trainer.model, max_fwd_stash_size=opts['stash'])
     res = dict(variant=name, desc=VARIANTS[name][0], **timed_train(trainer, steps, warmup, profile),
                batch=cfg.train.batch_size, packing=args.packing, max_len=max_len,
                grad_ckpt=args.gradient_checkpointing, checkpointing=policy,

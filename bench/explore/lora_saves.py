@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench_train import SHAPES
+from bench_train import SHAPES, recompute
 from qlora_rag.core import LoraParams
 
 
@@ -81,8 +81,7 @@ def main():
     ap.add_argument('--memory-budget', type=float, default=1.0)
     ap.add_argument('--rng-ops', action='store_true')
     a = ap.parse_args()
-    import torch._functorch.config as functorch
-    functorch.activation_memory_budget, functorch.functionalize_rng_ops = a.memory_budget, a.rng_ops
+    recompute(a.memory_budget, a.rng_ops)
     from types import SimpleNamespace
     from qlora_rag.train import layer_bytes
     h = SHAPES[a.shape]['hidden_size']
